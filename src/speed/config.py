@@ -1,0 +1,200 @@
+"""Run configuration: YAML -> typed dataclasses (run, models, one section per stage), with overrides.
+
+A config file has a ``run`` section, a ``models`` section (one model reference per role) and one
+section per stage, named after the stage (``topics``, ``brainstorm``, ...). Unknown keys and
+ill-typed values are rejected with a ConfigError naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .configschema import check, from_dict, to_dict
+from .errors import ConfigError
+
+ROLES = ("teacher", "junior", "senior", "revisor", "embedder", "reference_embedder")
+BACKENDS = ("llamacpp", "hf", "openai", "vllm", "sentence-transformers")
+
+
+@dataclass
+class ModelRef:
+    """Where a role's model comes from and how to run it.
+
+    ``model`` is an offline model name (see ``speed models list``), a local folder or GGUF file,
+    or a hub id (only where a hub is reachable). ``adapter`` is a LoRA adapter folder or GGUF file.
+    ``api_key_env`` names the environment variable that holds the API key; the key itself never
+    appears in a config, log, manifest or report.
+    """
+
+    backend: Literal["llamacpp", "hf", "openai", "vllm", "sentence-transformers"] = "llamacpp"
+    model: str = ""
+    adapter: str | None = None
+    base_url: str | list[str] | None = None
+    api_key_env: str | None = None
+    n_threads: int | None = None
+    n_ctx: int = 4096
+    batch_size: int = 8
+    max_concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    json_mode: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    instruction: bool | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        check(bool(self.model), f"{where}.model", self.model, "a model name, path or hub id is required")
+        check(self.n_threads is None or self.n_threads >= 1, f"{where}.n_threads", self.n_threads, "must be >= 1")
+        check(self.n_ctx >= 128, f"{where}.n_ctx", self.n_ctx, "must be >= 128")
+        check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
+        check(self.max_concurrency >= 1, f"{where}.max_concurrency", self.max_concurrency, "must be >= 1")
+        check(self.timeout_s > 0, f"{where}.timeout_s", self.timeout_s, "must be > 0")
+        check(self.max_retries >= 0, f"{where}.max_retries", self.max_retries, "must be >= 0")
+        if self.backend == "openai":
+            check(bool(self.base_url), f"{where}.base_url", self.base_url,
+                  "the openai backend needs a base_url (or a list of them)")
+        if self.api_key_env is not None:
+            check(self.api_key_env.replace("_", "").isalnum(), f"{where}.api_key_env", self.api_key_env,
+                  "the NAME of an environment variable (the key itself never goes in a config)")
+
+    @property
+    def base_urls(self) -> list[str]:
+        if self.base_url is None:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+@dataclass
+class RunConfig:
+    name: str = "speed-run"
+    seed: int = 0
+    run_dir: str | None = None
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    until: str | None = None
+    cache: str | None = None
+
+    def validate(self, where: str) -> None:
+        from .stages import STAGE_ORDER
+
+        check(bool(self.name) and "/" not in self.name, f"{where}.name", self.name, "a non-empty name without '/'")
+        check(self.seed >= 0, f"{where}.seed", self.seed, "must be >= 0")
+        check(self.until is None or self.until in STAGE_ORDER, f"{where}.until", self.until,
+              "one of " + ", ".join(STAGE_ORDER))
+
+
+@dataclass
+class SpeedConfig:
+    run: RunConfig
+    models: dict[str, ModelRef]
+    stages: dict[str, Any]
+    source: str | None = None
+
+    def stage(self, name: str):
+        from .stages import stage_config_class
+
+        if name not in self.stages:
+            cls = stage_config_class(name)
+            self.stages[name] = from_dict(cls, {}, name)
+        return self.stages[name]
+
+    def model(self, role: str) -> ModelRef:
+        if role not in self.models:
+            raise ConfigError(f"config error: missing key 'models.{role}' (this run needs a {role} model)")
+        return self.models[role]
+
+    def to_dict(self) -> dict:
+        out = {"run": to_dict(self.run), "models": {k: to_dict(v) for k, v in self.models.items()}}
+        for name, cfg in self.stages.items():
+            out[name] = to_dict(cfg)
+        return out
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"config error: --set {text!r} is not allowed: expected SECTION.KEY=VALUE")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if len(parts) < 2:
+        raise ConfigError(f"config error: --set {text!r} is not allowed: expected SECTION.KEY=VALUE")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides or []:
+        parts, value = _parse_override(text)
+        node = data
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"config error: --set {text!r}: '{p}' is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config error: {path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config error: {where}: not valid YAML ({problem})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {path}: expected a mapping of sections at the top level")
+    return data
+
+
+def build_config(data: dict, source: str | None = None) -> SpeedConfig:
+    from .stages import STAGE_ORDER, stage_config_class
+
+    data = dict(data)
+    run = from_dict(RunConfig, data.pop("run", None), "run")
+    models_raw = data.pop("models", None) or {}
+    if not isinstance(models_raw, dict):
+        raise ConfigError(f"config error: models = {models_raw!r} is not allowed: expected a mapping of roles")
+    models = {}
+    for role, ref in models_raw.items():
+        if role not in ROLES:
+            raise ConfigError(f"config error: unknown key 'models.{role}' (allowed: {', '.join(ROLES)})")
+        if isinstance(ref, str):
+            ref = {"model": ref}
+        models[role] = from_dict(ModelRef, ref, f"models.{role}")
+    stages = {}
+    for section, body in data.items():
+        name = str(section).replace("_", "-")
+        if name not in STAGE_ORDER:
+            allowed = ", ".join(("run", "models") + STAGE_ORDER)
+            raise ConfigError(f"config error: unknown section '{section}' (allowed: {allowed})")
+        stages[name] = from_dict(stage_config_class(name), body, name)
+    return SpeedConfig(run=run, models=models, stages=stages, source=source)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> SpeedConfig:
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return build_config(data, source=str(path))
+
+
+def replace(obj, **changes):
+    return dataclasses.replace(obj, **changes)

@@ -1,0 +1,1 @@
+"""The LLM layer: backends, request cache, usage ledger, prompts and parsing."""

@@ -1,0 +1,114 @@
+"""The usage ledger: one JSON line per model request, kept in ``RUN_DIR/ledger.jsonl``.
+
+Every request a stage makes (cache hits included, flagged as such) is recorded with its stage,
+role, model identity, prompt and completion tokens, latency and error. The manifest sums it per
+stage and role; the cost report reads it. Appends are flushed line by line, so a killed process
+loses at most the line it was writing (a torn last line is ignored when reading).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+
+@dataclass
+class UsageRecord:
+    stage: str
+    role: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cache_hit: bool = False
+    error: str | None = None
+    endpoint: str | None = None
+    adapter_sha256: str | None = None
+    n: int = 1
+    at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Ledger:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def record(self, rec: UsageRecord) -> None:
+        self.record_many([rec])
+
+    def record_many(self, recs: Iterable[UsageRecord]) -> None:
+        lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in recs)
+        if not lines:
+            return
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(lines)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter_ledger(self.path)
+
+
+def iter_ledger(path: str | os.PathLike) -> Iterator[dict]:
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if isinstance(row, dict):
+                yield row
+
+
+def _empty() -> dict:
+    return {"requests": 0, "calls": 0, "cache_hits": 0, "errors": 0,
+            "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0}
+
+
+def summarize(rows: Iterable[dict], stage: str | None = None) -> dict:
+    """Sum ledger rows into ``{role: {model: totals}}`` (for one stage when ``stage`` is given).
+
+    ``calls`` counts requests that reached a model (not cache hits); tokens count those calls only,
+    so that the cost is what was actually paid; ``cached_*_tokens`` count what hits saved.
+    """
+    out: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        if stage is not None and row.get("stage") != stage:
+            continue
+        t = out.setdefault(row.get("role", "?"), {}).setdefault(row.get("model", "?"), _empty())
+        t["requests"] += 1
+        if row.get("cache_hit"):
+            t["cache_hits"] += 1
+            t["cached_prompt_tokens"] = t.get("cached_prompt_tokens", 0) + int(row.get("prompt_tokens", 0))
+            t["cached_completion_tokens"] = t.get("cached_completion_tokens", 0) + int(row.get("completion_tokens", 0))
+            continue
+        if row.get("error"):
+            t["errors"] += 1
+        t["calls"] += 1
+        t["prompt_tokens"] += int(row.get("prompt_tokens", 0))
+        t["completion_tokens"] += int(row.get("completion_tokens", 0))
+        t["latency_s"] = round(t["latency_s"] + float(row.get("latency_s", 0.0)), 3)
+    return out
+
+
+def totals(summary: dict) -> dict:
+    tot = _empty()
+    for models in summary.values():
+        for t in models.values():
+            for k in tot:
+                tot[k] += t.get(k, 0)
+    tot["latency_s"] = round(tot["latency_s"], 3)
+    return tot

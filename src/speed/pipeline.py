@@ -1,0 +1,229 @@
+"""Runs the stages of a config in order over a run directory, skipping what is already done.
+
+A stage is skipped when the manifest says it is done, its config hash (its own section, the model
+references of the roles it uses, the run seed) and its input hash (the keys and output digests of
+the stages it reads) are unchanged, and its output files are intact. A changed stage config
+therefore reruns that stage and, through the input hashes, every stage after it that reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from .config import SpeedConfig
+from .configschema import to_dict
+from .errors import SpeedError, StageNotImplemented
+from .io import atomic_write_text, stable_hash
+from .llm.ledger import iter_ledger, summarize
+from .rundir import RunDir, StageContext, _now, clear_stage_dir, output_intact
+from .stages import STAGE_ORDER, is_implemented, stage_module
+
+Overwrite = Literal["never", "only-missing", "always"]
+STAGE_FORMAT = 1  # bump to invalidate every stage's hash when record formats change
+
+
+@dataclass
+class Plan:
+    stages: list[str]
+    actions: dict[str, str]  # stage -> "run" | "skip" | "resume"
+
+
+def default_run_dir(config: SpeedConfig) -> Path:
+    if config.run.run_dir:
+        return Path(config.run.run_dir)
+    return Path("runs") / config.run.name
+
+
+def select_stages(from_stage: str | None, until: str | None) -> list[str]:
+    for label, value in (("--from", from_stage), ("--until", until)):
+        if value is not None and value not in STAGE_ORDER:
+            raise SpeedError(f"{label} {value!r} is not a stage (stages: {', '.join(STAGE_ORDER)})")
+    start = STAGE_ORDER.index(from_stage) if from_stage else 0
+    end = STAGE_ORDER.index(until) if until else len(STAGE_ORDER) - 1
+    if start > end:
+        raise SpeedError(f"--from {from_stage} comes after --until {until}")
+    return list(STAGE_ORDER[start:end + 1])
+
+
+def config_hash(config: SpeedConfig, name: str) -> str:
+    mod = stage_module(name)
+    models = {role: to_dict(config.models[role]) for role in getattr(mod, "ROLES", ()) if role in config.models}
+    return stable_hash({"format": STAGE_FORMAT, "stage": name, "config": to_dict(config.stage(name)),
+                        "models": models, "seed": config.run.seed})
+
+
+def input_hash(manifest: dict, name: str) -> str:
+    mod = stage_module(name)
+    deps = {}
+    for dep in getattr(mod, "REQUIRES", ()):
+        entry = manifest["stages"].get(dep) or {}
+        deps[dep] = {"config_hash": entry.get("config_hash"), "input_hash": entry.get("input_hash"),
+                     "outputs": {k: v.get("sha256") for k, v in (entry.get("outputs") or {}).items()}}
+    return stable_hash(deps)
+
+
+class Pipeline:
+    def __init__(self, config: SpeedConfig, run_dir: str | os.PathLike | None = None,
+                 overwrite: Overwrite = "only-missing"):
+        self.config = config
+        self.rundir = RunDir(run_dir or default_run_dir(config))
+        self.overwrite = overwrite
+
+    def run(self, from_stage: str | None = None, until: str | None = None, log=print) -> dict:
+        stages = select_stages(from_stage, until or self.config.run.until)
+        # Resolve every config section of the selected stages before anything is written.
+        for name in stages:
+            if is_implemented(name):
+                cfg = self.config.stage(name)
+                check = getattr(stage_module(name), "preflight", None)
+                if check is not None:
+                    check(self.config, cfg)
+        self.rundir.lock()
+        try:
+            frozen = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+            cfg_path = self.rundir.path / "config.yaml"
+            if not cfg_path.exists() or cfg_path.read_text(encoding="utf-8") != frozen:
+                atomic_write_text(cfg_path, frozen)
+            self._write_manifest_header()
+            ran = []
+            for name in stages:
+                if not is_implemented(name):
+                    raise StageNotImplemented(f"stage {name} is not implemented yet")
+                action = self._run_stage(name, log)
+                ran.append((name, action))
+            return {"run_dir": str(self.rundir.path), "stages": ran}
+        finally:
+            self.rundir.unlock()
+
+    def _write_manifest_header(self) -> None:
+        body = self.rundir.read_manifest()
+        header = {"run": self.config.run.name, "config_sha256": stable_hash(self.config.to_dict()),
+                  "stage_order": list(STAGE_ORDER)}
+        if "created_at" in body and all(body.get(k) == v for k, v in header.items()):
+            return  # nothing changed: a rerun that skips everything writes nothing
+        body.setdefault("created_at", _now())
+        body.update(header)
+        self.rundir.write_manifest(body)
+
+    def _check_requirements(self, name: str, manifest: dict) -> None:
+        for dep in getattr(stage_module(name), "REQUIRES", ()):
+            entry = manifest["stages"].get(dep)
+            if not entry or entry.get("status") != "done":
+                raise SpeedError(f"stage {name} needs stage {dep}, which is not done in {self.rundir.path}; "
+                                 f"run it first (speed run ... --from {dep})")
+
+    def _run_stage(self, name: str, log) -> str:
+        mod = stage_module(name)
+        manifest = self.rundir.read_manifest()
+        self._check_requirements(name, manifest)
+        chash, ihash = config_hash(self.config, name), input_hash(manifest, name)
+        entry = manifest["stages"].get(name) or {}
+        same = entry.get("config_hash") == chash and entry.get("input_hash") == ihash
+        stage_dir = self.rundir.stage_dir(name)
+        if entry.get("status") == "done":
+            intact = output_intact(stage_dir, entry.get("outputs"))
+            if self.overwrite != "always" and same and intact:
+                log(f"[{name}] done, skipped ({_count_line(entry)})")
+                return "skip"
+            if self.overwrite == "never":
+                why = "its config or inputs changed" if not same else "its outputs are missing or changed"
+                raise SpeedError(f"stage {name} is done but {why}; rerun with --overwrite only-missing "
+                                 "or --overwrite always to redo it")
+        resume = entry.get("status") == "running" and same and self.overwrite != "always"
+        if not resume:
+            clear_stage_dir(stage_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        self.rundir.update_stage(name, status="running", config_hash=chash, input_hash=ihash,
+                                 started_at=_now(), outputs={}, counts={})
+        log(f"[{name}] {'resuming' if resume else 'running'}")
+        ctx = StageContext(name=name, config=self.config, cfg=self.config.stage(name), rundir=self.rundir)
+        t0 = time.time()
+        mod.run(ctx)
+        seconds = round(time.time() - t0, 3)
+        usage = summarize(iter_ledger(self.rundir.path / "ledger.jsonl"), stage=name)
+        self.rundir.update_stage(name, status="done", outputs=ctx.outputs, counts=ctx.counts,
+                                 finished_at=_now(), seconds=seconds, usage=usage)
+        log(f"[{name}] done in {seconds:.1f}s ({_count_line({'counts': ctx.counts, 'outputs': ctx.outputs})})")
+        return "resume" if resume else "run"
+
+
+def _count_line(entry: dict) -> str:
+    rows = {k: v.get("rows") for k, v in (entry.get("outputs") or {}).items() if v.get("rows") is not None}
+    return ", ".join(f"{k}: {v} rows" for k, v in rows.items()) or "no row outputs"
+
+
+def status(run_dir: str | os.PathLike) -> dict:
+    """Every stage of the pipeline with its state: done / partial / pending / not-implemented."""
+    rundir = RunDir(run_dir)
+    if not rundir.manifest_path.exists():
+        raise SpeedError(f"{run_dir} is not a run directory (no manifest.json); start one with speed run CONFIG")
+    manifest = rundir.read_manifest()
+    out = {"run_dir": str(rundir.path), "run": manifest.get("run"), "stages": {}}
+    for name in STAGE_ORDER:
+        entry = manifest["stages"].get(name)
+        if entry is None:
+            state = "pending" if is_implemented(name) else "not-implemented"
+            out["stages"][name] = {"state": state}
+            continue
+        st = entry.get("status")
+        state = {"done": "done", "running": "partial"}.get(st, st or "pending")
+        info = {"state": state, "counts": entry.get("counts", {}),
+                "rows": {k: v.get("rows") for k, v in (entry.get("outputs") or {}).items()},
+                "usage": entry.get("usage", {}), "seconds": entry.get("seconds")}
+        if state == "partial":
+            ctx = StageContext(name=name, config=None, cfg=None, rundir=rundir)
+            info["shards_done"] = ctx.shards_done()
+            info["usage"] = summarize(iter_ledger(rundir.path / "ledger.jsonl"), stage=name)
+        out["stages"][name] = info
+    return out
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM into a clean exit (the running stage stays 'partial' and resumes next time)."""
+
+    def _term(signum, frame):  # pragma: no cover - exercised by the kill tests
+        sys.stderr.write("speed: terminated; rerun the same command to resume\n")
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, _term)
+
+
+def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str | None = None,
+         overwrite: Overwrite = "only-missing") -> dict:
+    """What ``speed run`` would do, without writing anything: every selected stage and its action."""
+    stages = select_stages(from_stage, until or config.run.until)
+    rundir = RunDir(run_dir)
+    manifest = rundir.read_manifest() if rundir.manifest_path.exists() else {"stages": {}}
+    rows = []
+    for name in stages:
+        if not is_implemented(name):
+            rows.append({"stage": name, "action": "not implemented yet (the run stops here)"})
+            continue
+        mod = stage_module(name)
+        cfg = config.stage(name)
+        check = getattr(mod, "preflight", None)
+        if check is not None:
+            check(config, cfg)
+        entry = manifest["stages"].get(name) or {}
+        same = (entry.get("config_hash") == config_hash(config, name)
+                and entry.get("input_hash") == input_hash(manifest, name))
+        if entry.get("status") == "done" and same and overwrite != "always":
+            action = "skip (done)"
+        elif entry.get("status") == "running" and same and overwrite != "always":
+            action = "resume"
+        else:
+            action = "run"
+        row = {"stage": name, "action": action}
+        estimate = getattr(mod, "estimate", None)
+        if estimate is not None:
+            row["estimate"] = estimate(config, cfg)
+        rows.append(row)
+    return {"run_dir": str(rundir.path), "stages": rows}

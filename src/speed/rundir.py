@@ -1,0 +1,217 @@
+"""The run directory: frozen config, manifest, one folder per stage, shard done-markers.
+
+Layout::
+
+    RUN_DIR/config.yaml        the resolved config of the latest run
+    RUN_DIR/manifest.json      per stage: status, config/input hashes, outputs, counts, timings, usage
+    RUN_DIR/<stage>/...        the stage's records (JSONL) and side files
+    RUN_DIR/<stage>/shards/    shard outputs and their ``.done`` markers while a stage works
+
+Everything is written atomically (temp file + rename). A stage is marked done only after all its
+outputs are complete, and a shard's marker only after the shard's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .errors import SpeedError
+from .io import atomic_write_json, atomic_write_jsonl, count_lines, read_jsonl, sha256_file, stable_hash
+
+MANIFEST_FORMAT = 1
+
+
+class ManifestError(SpeedError):
+    pass
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _checksum(body: dict) -> str:
+    return stable_hash({k: v for k, v in body.items() if k != "checksum"})
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.manifest_path = self.path / "manifest.json"
+        self._lock_fh = None
+
+    # -- locking ---------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take an exclusive lock so that two runs cannot write one run directory at once."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_fh = open(self.path / ".lock", "w")
+        except OSError as exc:
+            raise SpeedError(f"cannot write run directory {self.path}: {exc.strerror} "
+                             "(check permissions and free space, or pass --run-dir)") from None
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SpeedError(f"run directory {self.path} is in use by another speed process") from None
+
+    def unlock(self) -> None:
+        if self._lock_fh is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+                self._lock_fh.close()
+            self._lock_fh = None
+
+    # -- manifest --------------------------------------------------------------------------------
+    def read_manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {"format": MANIFEST_FORMAT, "stages": {}}
+        try:
+            body = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{self.manifest_path} is corrupted ({exc}); move it away to start the run afresh")
+        if not isinstance(body, dict) or not isinstance(body.get("stages"), dict):
+            raise ManifestError(f"{self.manifest_path} is corrupted (no 'stages' mapping); move it away to start afresh")
+        if body.get("checksum") != _checksum(body):
+            raise ManifestError(f"{self.manifest_path} was edited by hand or corrupted (checksum mismatch); "
+                                "restore it or move it away to start the run afresh")
+        return body
+
+    def write_manifest(self, body: dict) -> None:
+        body["format"] = MANIFEST_FORMAT
+        body["updated_at"] = _now()
+        body["checksum"] = _checksum(body)
+        atomic_write_json(self.manifest_path, body)
+
+    def update_stage(self, name: str, **fields: Any) -> dict:
+        body = self.read_manifest()
+        entry = body["stages"].setdefault(name, {})
+        entry.update(fields)
+        self.write_manifest(body)
+        return entry
+
+    def stage_entry(self, name: str) -> dict | None:
+        return self.read_manifest()["stages"].get(name)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.path / name
+
+
+@dataclass
+class StageContext:
+    """What a stage's ``run`` gets: its config, its folder, seeded RNGs, shard and output helpers."""
+
+    name: str
+    config: Any  # SpeedConfig
+    cfg: Any  # the stage's own config dataclass
+    rundir: RunDir
+    outputs: dict[str, dict] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return self.rundir.stage_dir(self.name)
+
+    @property
+    def seed(self) -> int:
+        return self.config.run.seed
+
+    def rng(self, *item: Any) -> random.Random:
+        """An RNG seeded by (run seed, stage, item id): the same draw in a resumed shard as in a full run."""
+        return random.Random(int(stable_hash([self.seed, self.name, *item])[:16], 16))
+
+    def input_path(self, stage: str, filename: str) -> Path:
+        path = self.rundir.stage_dir(stage) / filename
+        if not path.exists():
+            raise SpeedError(f"stage {self.name} needs {path}, which stage {stage} did not produce; rerun {stage}")
+        return path
+
+    def read_input(self, stage: str, filename: str) -> Iterator[dict]:
+        return read_jsonl(self.input_path(stage, filename))
+
+    # -- outputs -----------------------------------------------------------------------------------
+    def write_jsonl(self, filename: str, rows: Iterable[Any]) -> int:
+        path = self.dir / filename
+        n = atomic_write_jsonl(path, rows)
+        self.register_output(filename, rows=n)
+        return n
+
+    def register_output(self, filename: str, rows: int | None = None) -> None:
+        path = self.dir / filename
+        entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        if rows is not None:
+            entry["rows"] = rows
+        self.outputs[filename] = entry
+
+    # -- shards ----------------------------------------------------------------------------------
+    @property
+    def shard_dir(self) -> Path:
+        return self.dir / "shards"
+
+    def shard_paths(self, index: int, part: str = "part") -> tuple[Path, Path]:
+        base = self.shard_dir / f"{part}-{index:05d}"
+        return base.with_suffix(".jsonl"), base.with_suffix(".done")
+
+    def map_shards(
+        self,
+        items: Sequence[Any],
+        shard_size: int,
+        process: Callable[[Sequence[Any], int], Iterable[Any]],
+        part: str = "part",
+        desc: str | None = None,
+    ) -> Iterator[dict]:
+        """Process ``items`` in shards of ``shard_size``; skip shards whose done-marker exists.
+
+        ``process(shard_items, shard_index)`` returns the rows of that shard. Each shard's rows are
+        written atomically, then its marker; a killed stage resumes at the shard it was in.
+        Yields every row of every shard, in order.
+        """
+        from .progress import progress
+
+        n_shards = (len(items) + shard_size - 1) // shard_size
+        done_before = 0
+        with progress(total=n_shards, desc=desc or f"{self.name} shards", unit="shard") as bar:
+            for i in range(n_shards):
+                out, marker = self.shard_paths(i, part)
+                if marker.exists() and out.exists():
+                    done_before += 1
+                    bar.update(1)
+                    continue
+                rows = list(process(items[i * shard_size:(i + 1) * shard_size], i))
+                n = atomic_write_jsonl(out, rows)
+                atomic_write_json(marker, {"rows": n, "sha256": sha256_file(out), "finished_at": _now()})
+                bar.update(1)
+        self.counts.setdefault("shards", n_shards)
+        self.counts["shards_resumed"] = done_before
+        for i in range(n_shards):
+            out, _ = self.shard_paths(i, part)
+            yield from read_jsonl(out)
+
+    def shards_done(self, part: str = "part") -> int:
+        if not self.shard_dir.exists():
+            return 0
+        return len(list(self.shard_dir.glob(f"{part}-*.done")))
+
+
+def output_intact(stage_dir: Path, outputs: dict) -> bool:
+    for filename, meta in (outputs or {}).items():
+        path = stage_dir / filename
+        if not path.exists() or path.stat().st_size != meta.get("bytes", -1):
+            return False
+    return True
+
+
+def clear_stage_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+
+
+def rows_in(path: Path) -> int:
+    return count_lines(path)

@@ -1,0 +1,55 @@
+"""Shared test set-up: offline, quiet progress bars, and one model cache for the whole session.
+
+Models prepared by `speed models prepare` live under $SPEED_HOME (default ~/.cache/speed), shared
+by every test so that a model is converted once per machine, not once per test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("SPEED_PROGRESS", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m speed ARGS`` in a subprocess and return the completed process (text mode)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "speed", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf() -> str:
+    from speed.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct", want="hf")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> str:
+    from speed.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct", want="gguf")
+
+
+@pytest.fixture
+def shared_eval() -> Path:
+    path = SHARED / "eval"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent: the real evaluation sets live in ../shared/eval/")
+    return path
