@@ -81,10 +81,14 @@ class RunConfig:
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     until: str | None = None
+    skip: list[str] = field(default_factory=list)
     cache: str | None = None
 
     def validate(self, where: str) -> None:
         from .stages import STAGE_ORDER
+
+        for i, name in enumerate(self.skip):
+            check(name in STAGE_ORDER, f"{where}.skip[{i}]", name, "one of " + ", ".join(STAGE_ORDER))
 
         check(bool(self.name) and "/" not in self.name, f"{where}.name", self.name, "a non-empty name without '/'")
         check(self.seed >= 0, f"{where}.seed", self.seed, "must be >= 0")

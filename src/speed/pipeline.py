@@ -81,7 +81,7 @@ class Pipeline:
         stages = select_stages(from_stage, until or self.config.run.until)
         # Resolve every config section of the selected stages before anything is written.
         for name in stages:
-            if is_implemented(name):
+            if is_implemented(name) and name not in self.config.run.skip:
                 cfg = self.config.stage(name)
                 check = getattr(stage_module(name), "preflight", None)
                 if check is not None:
@@ -95,6 +95,10 @@ class Pipeline:
             self._write_manifest_header()
             ran = []
             for name in stages:
+                if name in self.config.run.skip:
+                    self._skip_stage(name, log)
+                    ran.append((name, "skipped"))
+                    continue
                 if not is_implemented(name):
                     raise StageNotImplemented(f"stage {name} is not implemented yet")
                 action = self._run_stage(name, log)
@@ -112,6 +116,12 @@ class Pipeline:
         body.setdefault("created_at", _now())
         body.update(header)
         self.rundir.write_manifest(body)
+
+    def _skip_stage(self, name: str, log) -> None:
+        entry = self.rundir.stage_entry(name) or {}
+        if entry.get("status") != "skipped":
+            self.rundir.update_stage(name, status="skipped", outputs={}, counts={}, finished_at=_now())
+        log(f"[{name}] skipped (run.skip)")
 
     def _check_requirements(self, name: str, manifest: dict) -> None:
         for dep in getattr(stage_module(name), "REQUIRES", ()):
@@ -174,7 +184,7 @@ def status(run_dir: str | os.PathLike) -> dict:
             out["stages"][name] = {"state": state}
             continue
         st = entry.get("status")
-        state = {"done": "done", "running": "partial"}.get(st, st or "pending")
+        state = {"done": "done", "running": "partial", "skipped": "skipped"}.get(st, st or "pending")
         info = {"state": state, "counts": entry.get("counts", {}),
                 "rows": {k: v.get("rows") for k, v in (entry.get("outputs") or {}).items()},
                 "usage": entry.get("usage", {}), "seconds": entry.get("seconds")}
@@ -204,6 +214,9 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
     manifest = rundir.read_manifest() if rundir.manifest_path.exists() else {"stages": {}}
     rows = []
     for name in stages:
+        if name in config.run.skip:
+            rows.append({"stage": name, "action": "skipped (run.skip)"})
+            continue
         if not is_implemented(name):
             rows.append({"stage": name, "action": "not implemented yet (the run stops here)"})
             continue

@@ -136,6 +136,21 @@ class StageContext:
     def read_input(self, stage: str, filename: str) -> Iterator[dict]:
         return read_jsonl(self.input_path(stage, filename))
 
+    # -- models ------------------------------------------------------------------------------------
+    def llm(self, role: str):
+        """The LLM client of ``role`` for this stage: cached and counted in the run's ledger."""
+        from .llm.cache import RequestCache
+        from .llm.client import LLMClient
+        from .llm.ledger import Ledger
+
+        cache_path = self.config.run.cache or (self.rundir.path / "cache.sqlite")
+        return LLMClient(self.config.model(role), role=role, stage=self.name, cache=RequestCache(cache_path),
+                         ledger=Ledger(self.rundir.path / "ledger.jsonl"))
+
+    def item_seed(self, *item: Any) -> int:
+        """A 31-bit seed for one item's model request, from (run seed, stage, item id)."""
+        return int(stable_hash([self.seed, self.name, *item])[:8], 16) & 0x7FFFFFFF
+
     # -- outputs -----------------------------------------------------------------------------------
     def write_jsonl(self, filename: str, rows: Iterable[Any]) -> int:
         path = self.dir / filename

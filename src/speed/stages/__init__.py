@@ -36,6 +36,13 @@ STAGE_ORDER: tuple[str, ...] = (
 # stage name -> module; a stage missing here is not implemented yet.
 _IMPLEMENTED: dict[str, str] = {
     "topics": "speed.stages.topics",
+    "brainstorm": "speed.stages.brainstorm",
+    "seed": "speed.stages.seed",
+    "root": "speed.stages.root",
+    "judge": "speed.stages.judge",
+    "revise-signals": "speed.stages.revise_signals",
+    "synthesize": "speed.stages.synthesize",
+    "revise": "speed.stages.revise",
 }
 
 

@@ -1,0 +1,55 @@
+"""Stage ``root``: the junior generator writes several candidates per prompt (D_root).
+
+A fresh set of prompts (planned with its own salt, so different from the seed set), each sampled
+``candidates_per_prompt`` times (default 5, temperature 1.0). Output ``root/candidates.jsonl``:
+one row per prompt with the prompt (kind, task, topic, attributes, guidelines, messages) and every
+candidate with its raw text and parse result (ok, fields or rejection reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..configschema import check
+from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
+from ._gen import GenerationConfig, count_reason, generate_examples, load_rows
+
+REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
+ROLES: tuple[str, ...] = ("junior",)
+
+
+@dataclass
+class Config(GenerationConfig):
+    count: int = 100
+    candidates_per_prompt: int = 5
+    proportions: dict[str, float] = field(default_factory=lambda: dict(PAPER_PROPORTIONS))
+    shard_size: int = 8
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check(self.count >= 1, f"{where}.count", self.count, "must be >= 1")
+        check(self.candidates_per_prompt >= 2, f"{where}.candidates_per_prompt", self.candidates_per_prompt,
+              "must be >= 2 (the judge compares candidates)")
+        check_proportions(self.proportions, f"{where}.proportions")
+
+
+def run(ctx) -> None:
+    cfg: Config = ctx.cfg
+    plan_stats: dict = {}
+    prompts = plan_prompts(ctx.seed, "root", cfg.count, cfg.proportions, load_rows(ctx, "brainstorm", "tasks.jsonl"),
+                           load_rows(ctx, "topics", "topics.jsonl"), plan_stats)
+    model = ctx.config.model("junior").model
+    by_prompt: dict[str, dict] = {}
+    valid = 0
+    for row in generate_examples(ctx, "junior", prompts, cfg, samples=cfg.candidates_per_prompt, desc="root"):
+        p = row["prompt"]
+        entry = by_prompt.setdefault(p["id"], {"id": p["id"], "prompt": p, "model": model, "candidates": []})
+        entry["candidates"].append({k: row[k] for k in ("sample", "raw", "ok", "fields", "reason", "detail",
+                                                        "length_ok", "error", "finish_reason")})
+        valid += row["ok"]
+        if not row["ok"]:
+            count_reason(ctx.counts, "rejected", row["reason"] or "unknown")
+    rows = [by_prompt[p.id] for p in prompts]
+    ctx.write_jsonl("candidates.jsonl", rows)
+    total = sum(len(r["candidates"]) for r in rows)
+    ctx.counts.update({"prompts": len(rows), "candidates": total, "valid": valid, "plan": plan_stats})

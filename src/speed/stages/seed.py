@@ -1,0 +1,47 @@
+"""Stage ``seed``: the teacher writes the seed set D_seed, the junior generator's SFT data.
+
+Prompts are planned from (kind, task, topic, sampled attributes) with kinds in the configured
+proportion (the paper's 7:7:7:2 by default). Outputs: ``seed/sft.jsonl`` (TRL conversational
+prompt-completion records: ``prompt`` = the synthesis prompt as messages, ``completion`` = the
+teacher's example as JSON), ``seed/examples.jsonl`` (the typed examples) and
+``seed/rejected.jsonl`` (raw text and reason of every answer that did not validate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..configschema import check
+from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
+from ._gen import GenerationConfig, generate_examples, load_rows, sft_record, split_rows
+
+REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
+ROLES: tuple[str, ...] = ("teacher",)
+
+
+@dataclass
+class Config(GenerationConfig):
+    count: int = 100
+    proportions: dict[str, float] = field(default_factory=lambda: dict(PAPER_PROPORTIONS))
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check(self.count >= 1, f"{where}.count", self.count, "must be >= 1")
+        check_proportions(self.proportions, f"{where}.proportions")
+
+
+def run(ctx) -> None:
+    cfg: Config = ctx.cfg
+    plan_stats: dict = {}
+    prompts = plan_prompts(ctx.seed, "seed", cfg.count, cfg.proportions, load_rows(ctx, "brainstorm", "tasks.jsonl"),
+                           load_rows(ctx, "topics", "topics.jsonl"), plan_stats)
+    model = ctx.config.model("teacher").model
+    rows = list(generate_examples(ctx, "teacher", prompts, cfg, desc="seed"))
+    examples, rejected = split_rows(ctx, rows, "seed", model)
+    by_prompt = {p.id: p for p in prompts}
+    sft = [sft_record(by_prompt[e.prompt_id].messages, e.fields, id=e.id, kind=e.kind) for e in examples]
+    ctx.write_jsonl("sft.jsonl", sft)
+    ctx.write_jsonl("examples.jsonl", examples)
+    ctx.write_jsonl("rejected.jsonl", rejected)
+    ctx.counts.update({"prompts": len(prompts), "valid": len(examples), "plan": plan_stats,
+                       "by_kind": {k: sum(e.kind == k for e in examples) for k in plan_stats.get("by_kind", {})}})
