@@ -54,7 +54,8 @@ def test_model_refs():
     ({"models": {"teacher": {"model": "x", "api_key_env": "sk-123-abc"}}}, "models.teacher.api_key_env"),
     ({"models": {"teacher": {"backend": "llamacpp"}}}, "models.teacher.model = '' is not allowed"),
     ({"evaluat": {}}, "unknown section 'evaluat'"),
-    ({"brainstorm": {"tasks_per_topic": 1}}, "unknown key 'brainstorm.tasks_per_topic'"),
+    ({"brainstorm": {"tasks_per_topc": 1}}, "unknown key 'brainstorm.tasks_per_topc'"),
+    ({"train-junior": {"lr": 1}}, "section 'train-junior' is for stage train-junior, which is not implemented yet"),
 ])
 def test_bad_config_names_key_value_and_allowed(data, needle):
     with pytest.raises(ConfigError) as exc:

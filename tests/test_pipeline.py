@@ -33,7 +33,8 @@ def test_topics_run_status_and_rerun_does_nothing(tmp_path):
     assert st["stages"]["topics"]["state"] == "done"
     assert st["stages"]["topics"]["rows"] == {"topics.jsonl": 200}
     assert st["stages"]["topics"]["counts"]["topics"] == 200
-    assert st["stages"]["brainstorm"]["state"] == "not-implemented"
+    assert st["stages"]["brainstorm"]["state"] == "pending"
+    assert st["stages"]["train-junior"]["state"] == "not-implemented"
 
     before = {p: (p.stat().st_mtime_ns, _read(p)) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     proc = run_cli("run", str(TOPICS_CFG), "--run-dir", str(run_dir))
@@ -68,11 +69,15 @@ def test_missing_output_is_redone(tmp_path):
 
 def test_unimplemented_stage_stops_the_run_plainly(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli("run", str(ROOT / "configs" / "demo.yaml"), "--run-dir", str(run_dir), "--until", "brainstorm")
+    proc = run_cli("run", str(ROOT / "configs" / "demo.yaml"), "--run-dir", str(run_dir), "--until", "train-junior",
+                   "--set", "run.skip=[brainstorm, seed]")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["speed: error: stage brainstorm is not implemented yet"]
+    assert proc.stderr.strip().splitlines() == ["speed: error: stage train-junior is not implemented yet"]
     assert (run_dir / "topics" / "topics.jsonl").exists()
-    assert not (run_dir / "brainstorm").exists()
+    assert not (run_dir / "train-junior").exists()
+    st = json.loads(run_cli("status", str(run_dir), "--json").stdout)
+    assert st["stages"]["brainstorm"]["state"] == "skipped"
+    assert st["stages"]["train-junior"]["state"] == "not-implemented"
 
 
 def test_hand_edited_manifest_is_detected(tmp_path):
@@ -97,8 +102,9 @@ def test_dry_run_writes_nothing(tmp_path):
     proc = run_cli("run", str(ROOT / "configs" / "demo.yaml"), "--run-dir", str(run_dir), "--dry-run", "--json")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
-    assert plan["stages"][0] == {"stage": "topics", "action": "run"}
-    assert "not implemented" in plan["stages"][1]["action"]
+    actions = {row["stage"]: row["action"] for row in plan["stages"]}
+    assert actions["topics"] == "run" and actions["brainstorm"] == "run"
+    assert "not implemented" in actions["train-junior"]
     assert not run_dir.exists()
 
 
@@ -181,5 +187,5 @@ def test_shards_resume_at_the_shard_they_were_in(tmp_path):
 
 def test_from_needs_earlier_stages_done(tmp_path):
     cfg = build_config({"run": {"name": "t"}})
-    with pytest.raises(SpeedError, match="not implemented yet"):
-        Pipeline(cfg, tmp_path / "r").run(from_stage="brainstorm", until="brainstorm")
+    with pytest.raises(SpeedError, match="stage brainstorm needs stage topics, which is not done"):
+        Pipeline(cfg, tmp_path / "r").run(from_stage="brainstorm", until="brainstorm", log=lambda *a: None)

@@ -191,6 +191,11 @@ def build_config(data: dict, source: str | None = None) -> SpeedConfig:
         if name not in STAGE_ORDER:
             allowed = ", ".join(("run", "models") + STAGE_ORDER)
             raise ConfigError(f"config error: unknown section '{section}' (allowed: {allowed})")
+        from .stages import is_implemented
+
+        if not is_implemented(name) and body:
+            raise ConfigError(f"config error: section '{section}' is for stage {name}, which is not implemented "
+                              "yet; remove its keys")
         stages[name] = from_dict(stage_config_class(name), body, name)
     return SpeedConfig(run=run, models=models, stages=stages, source=source)
 
