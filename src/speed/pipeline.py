@@ -61,8 +61,10 @@ def config_hash(config: SpeedConfig, name: str) -> str:
 
 
 def input_hash(manifest: dict, name: str) -> str:
+    from .trained import role_inputs
+
     mod = stage_module(name)
-    deps = {}
+    deps: dict = {"trained": role_inputs(manifest, getattr(mod, "ROLES", ()))}
     for dep in getattr(mod, "REQUIRES", ()):
         entry = manifest["stages"].get(dep) or {}
         deps[dep] = {"config_hash": entry.get("config_hash"), "input_hash": entry.get("input_hash"),
@@ -160,7 +162,7 @@ class Pipeline:
         seconds = round(time.time() - t0, 3)
         usage = summarize(iter_ledger(self.rundir.path / "ledger.jsonl"), stage=name)
         self.rundir.update_stage(name, status="done", outputs=ctx.outputs, counts=ctx.counts,
-                                 finished_at=_now(), seconds=seconds, usage=usage)
+                                 artifacts=ctx.artifacts, finished_at=_now(), seconds=seconds, usage=usage)
         log(f"[{name}] done in {seconds:.1f}s ({_count_line({'counts': ctx.counts, 'outputs': ctx.outputs})})")
         return "resume" if resume else "run"
 

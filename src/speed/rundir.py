@@ -114,6 +114,9 @@ class StageContext:
     rundir: RunDir
     outputs: dict[str, dict] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
+    # what later stages use from this one, e.g. a trained model:
+    # {"model": {"base": ..., "adapter": "adapter", "adapter_gguf": "adapter.gguf"}} (paths relative to ctx.dir)
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dir(self) -> Path:
@@ -144,8 +147,14 @@ class StageContext:
         from .llm.ledger import Ledger
 
         cache_path = self.config.run.cache or (self.rundir.path / "cache.sqlite")
-        return LLMClient(self.config.model(role), role=role, stage=self.name, cache=RequestCache(cache_path),
+        return LLMClient(self.model_ref(role), role=role, stage=self.name, cache=RequestCache(cache_path),
                          ledger=Ledger(self.rundir.path / "ledger.jsonl"))
+
+    def model_ref(self, role: str):
+        """The role's model reference, with the adapter of its training stage once that is done."""
+        from .trained import effective_ref
+
+        return effective_ref(self.config.model(role), self.rundir.read_manifest(), role, self.rundir.path)
 
     def item_seed(self, *item: Any) -> int:
         """A 31-bit seed for one item's model request, from (run seed, stage, item id)."""

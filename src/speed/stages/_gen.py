@@ -104,3 +104,15 @@ def split_rows(ctx, rows, stage: str, model: str):
 
 def sft_record(messages, fields: dict, **meta) -> dict:
     return {"prompt": messages, "completion": [{"role": "assistant", "content": canonical_json(fields)}], **meta}
+
+
+def model_label(ctx, role: str) -> str:
+    """How rows name their generator: the model, plus the adapter's stage when one is attached."""
+    ref = ctx.model_ref(role)
+    if not ref.adapter:
+        return ref.model
+    from pathlib import Path
+
+    adapter = Path(ref.adapter)
+    owner = adapter.parent.name if adapter.parent.parent == ctx.rundir.path else str(adapter)
+    return f"{ref.model}+{owner}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..configschema import check
 from ..prompts import ASYMMETRIC_KINDS, BRAINSTORM_SCHEMA, brainstorm_messages, parse_brainstorm
 from ..records import Rejection
-from ._gen import GenerationConfig, count_reason, load_rows, request
+from ._gen import GenerationConfig, count_reason, load_rows, model_label, request
 
 REQUIRES: tuple[str, ...] = ("topics",)
 ROLES: tuple[str, ...] = ("teacher",)
@@ -68,13 +68,14 @@ def run(ctx) -> None:
     finally:
         client.close()
     kept, rejected, seen = [], [], {}
+    model = model_label(ctx, "teacher")
     for a in answers:
         t, k = a["topic"], a["kind"]
         rid = f"{t['id']}-{k}"
         if a["tasks"] is None:
             reason = "llm_error" if a["error"] else a["reason"]
             rejected.append(Rejection(id=rid, stage="brainstorm", reason=reason, raw=a["raw"], detail=a["detail"],
-                                      kind=k))
+                                      kind=k, model=model))
             count_reason(ctx.counts, "rejected", reason)
             continue
         n = 0
@@ -85,7 +86,7 @@ def run(ctx) -> None:
             key = (k, _key(task))
             if not task or key in seen:
                 rejected.append(Rejection(id=rid, stage="brainstorm", reason="duplicate_task", raw=task,
-                                          detail=f"same as {seen.get(key, '')}", kind=k))
+                                          detail=f"same as {seen.get(key, '')}", kind=k, model=model))
                 count_reason(ctx.counts, "rejected", "duplicate_task")
                 continue
             tid = f"{rid}-{n}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..planning import prompt_messages
 from ..prompts import parse_example, parse_revision, revise_messages
 from ..records import Example, Rejection
-from ._gen import GenerationConfig, canonical_json, count_reason, load_rows, request
+from ._gen import GenerationConfig, canonical_json, count_reason, load_rows, model_label, request
 
 REQUIRES: tuple[str, ...] = ("synthesize",)
 ROLES: tuple[str, ...] = ("revisor",)
@@ -68,7 +68,7 @@ def run(ctx) -> None:
     finally:
         client.close()
     out, failures = [], []
-    model = ctx.config.model("revisor").model
+    model = model_label(ctx, "revisor")
     changed = 0
     for row in rows:
         e = Example.from_dict(row["example"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..configschema import check
 from ..prompts import REVISION_SCHEMA, parse_revision, revise_messages
 from ..records import Rejection
-from ._gen import GenerationConfig, canonical_json, count_reason, load_rows, request, sft_record
+from ._gen import GenerationConfig, canonical_json, count_reason, load_rows, model_label, request, sft_record
 
 REQUIRES: tuple[str, ...] = ("root",)
 ROLES: tuple[str, ...] = ("teacher",)
@@ -66,7 +66,7 @@ def run(ctx) -> None:
     finally:
         client.close()
     sft, rejected = [], []
-    model = ctx.config.model("teacher").model
+    model = model_label(ctx, "teacher")
     for row in rows:
         if row["ok"]:
             sft.append(sft_record(row["messages"], row["revision"], id=row["id"], kind=row["kind"],

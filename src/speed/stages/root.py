@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..configschema import check
 from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
-from ._gen import GenerationConfig, count_reason, generate_examples, load_rows
+from ._gen import GenerationConfig, count_reason, generate_examples, load_rows, model_label
 
 REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
 ROLES: tuple[str, ...] = ("junior",)
@@ -38,7 +38,7 @@ def run(ctx) -> None:
     plan_stats: dict = {}
     prompts = plan_prompts(ctx.seed, "root", cfg.count, cfg.proportions, load_rows(ctx, "brainstorm", "tasks.jsonl"),
                            load_rows(ctx, "topics", "topics.jsonl"), plan_stats)
-    model = ctx.config.model("junior").model
+    model = model_label(ctx, "junior")
     by_prompt: dict[str, dict] = {}
     valid = 0
     for row in generate_examples(ctx, "junior", prompts, cfg, samples=cfg.candidates_per_prompt, desc="root"):
