@@ -189,3 +189,19 @@ def test_from_needs_earlier_stages_done(tmp_path):
     cfg = build_config({"run": {"name": "t"}})
     with pytest.raises(SpeedError, match="stage brainstorm needs stage topics, which is not done"):
         Pipeline(cfg, tmp_path / "r").run(from_stage="brainstorm", until="brainstorm", log=lambda *a: None)
+
+
+def test_paper_config_dry_run_prints_the_plan(tmp_path):
+    proc = run_cli("run", str(ROOT / "configs" / "paper.yaml"), "--run-dir", str(tmp_path / "paper"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "config " in proc.stdout and "valid" in proc.stdout
+    assert "seed             run" in proc.stdout and "25,000" in proc.stdout
+    assert "synthesize" in proc.stdout and "1,150,000" in proc.stdout
+    assert "estimated cost $" in proc.stdout
+    plan = json.loads(run_cli("run", str(ROOT / "configs" / "paper.yaml"), "--run-dir", str(tmp_path / "paper"),
+                              "--dry-run", "--json").stdout)
+    teacher = {r["stage"]: r["estimate"]["calls"] for r in plan["stages"]
+               if r.get("estimate", {}).get("role") == "teacher"}
+    assert teacher["seed"] == 25_000 and teacher["judge"] == 10_000 and teacher["revise-signals"] == 10_000
+    assert plan["totals"]["usd"] > 0
+    assert not (tmp_path / "paper").exists()

@@ -27,8 +27,20 @@ def cmd_run(args) -> int:
         else:
             print(f"config {args.config}: valid")
             print(f"run directory: {info['run_dir']}")
+            print(f"  {'stage':<16} {'action':<44} {'role':<8} {'calls':>10} {'tokens':>14} {'USD':>10}")
             for row in info["stages"]:
-                print(f"  {row['stage']:<16} {row['action']}")
+                e = row.get("estimate")
+                if e:
+                    print(f"  {row['stage']:<16} {row['action']:<44} {e['role']:<8} {e['calls']:>10,} "
+                          f"{e['prompt_tokens'] + e['completion_tokens']:>14,} {e['usd']:>10,.2f}")
+                else:
+                    print(f"  {row['stage']:<16} {row['action']}")
+            t = info["totals"]
+            print(f"teacher: {t['teacher_calls']:,} calls, {t['teacher_tokens']:,} tokens; generators: "
+                  f"{t['generator_calls']:,} calls, {t['generator_tokens']:,} tokens; estimated cost "
+                  f"${t['usd']:,.2f} (rough: per-call token averages, list prices)")
+            for p in info["problems"]:
+                print(f"warning: {p}")
         return 0
     install_signal_handlers()
     result = Pipeline(config, run_dir, overwrite=args.overwrite).run(args.from_stage, args.until)

@@ -214,7 +214,9 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
     stages = select_stages(from_stage, until or config.run.until)
     rundir = RunDir(run_dir)
     manifest = rundir.read_manifest() if rundir.manifest_path.exists() else {"stages": {}}
-    rows = []
+    from .estimate import estimate
+
+    rows, problems = [], []
     for name in stages:
         if name in config.run.skip:
             rows.append({"stage": name, "action": "skipped (run.skip)"})
@@ -226,7 +228,10 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
         cfg = config.stage(name)
         check = getattr(mod, "preflight", None)
         if check is not None:
-            check(config, cfg)
+            try:
+                check(config, cfg)
+            except SpeedError as exc:  # e.g. an input that exists only where the run will happen
+                problems.append(f"{name}: {exc}")
         entry = manifest["stages"].get(name) or {}
         same = (entry.get("config_hash") == config_hash(config, name)
                 and entry.get("input_hash") == input_hash(manifest, name))
@@ -237,8 +242,17 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
         else:
             action = "run"
         row = {"stage": name, "action": action}
-        estimate = getattr(mod, "estimate", None)
-        if estimate is not None:
-            row["estimate"] = estimate(config, cfg)
+        est = estimate(config, name)
+        if est is not None:
+            row["estimate"] = est
         rows.append(row)
-    return {"run_dir": str(rundir.path), "stages": rows}
+    teacher = [r["estimate"] for r in rows if r.get("estimate", {}).get("role") == "teacher"]
+    generators = [r["estimate"] for r in rows if r.get("estimate") and r["estimate"]["role"] != "teacher"]
+    total = {
+        "teacher_calls": sum(e["calls"] for e in teacher),
+        "teacher_tokens": sum(e["prompt_tokens"] + e["completion_tokens"] for e in teacher),
+        "generator_calls": sum(e["calls"] for e in generators),
+        "generator_tokens": sum(e["prompt_tokens"] + e["completion_tokens"] for e in generators),
+        "usd": round(sum(e["usd"] for e in teacher + generators), 2),
+    }
+    return {"run_dir": str(rundir.path), "stages": rows, "totals": total, "problems": problems}
