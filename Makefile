@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-slow test-gpu clean-venv
+.PHONY: setup slow-setup demo test test-slow test-gpu clean-venv
 
 setup: $(STAMP)
 
@@ -33,7 +33,11 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing"; exit 1; fi; exit $$rc
 
-test-slow: setup
+# Headless Chromium (Debian's package) for the report rendering test.
+slow-setup: setup
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test-slow: slow-setup
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests (exit 5): failing"; exit 1; fi; exit $$rc
 

@@ -43,6 +43,7 @@ _IMPLEMENTED: dict[str, str] = {
     "revise-signals": "speed.stages.revise_signals",
     "synthesize": "speed.stages.synthesize",
     "revise": "speed.stages.revise",
+    "dedup": "speed.stages.dedup",
     "export": "speed.stages.export",
 }
 

@@ -9,8 +9,8 @@ writes:
   duplicates), ``reason`` (``exact`` or ``near``) and ``jaccard`` (1.0 for exact, else the MinHash
   estimate).
 
-Counts: ``input``, ``kept``, ``removed_exact``, ``removed_near`` (plus the LSH ``bands``/``rows``
-used). The MinHash permutations are seeded by the run seed. See :mod:`speed.dedup` for the method.
+Counts: ``input``, ``kept``, ``removed_exact``, ``removed_near``, and ``lsh_bands`` / ``lsh_rows``
+(the banding used). The MinHash permutations are seeded by the run seed. See :mod:`speed.dedup`.
 """
 
 from __future__ import annotations
@@ -48,12 +48,19 @@ class Config:
 
 def run(ctx) -> None:
     from ..dedup import dedup
+    from ..errors import InputError
     from ..progress import progress
     from ..records import Example
 
     cfg: Config = ctx.cfg
     rows = list(ctx.read_input("revise", "examples.jsonl"))
-    texts = [Example.from_dict(r).full_text() for r in rows]
+    texts = []
+    for n, r in enumerate(rows, 1):
+        try:
+            texts.append(Example.from_dict(r).full_text())
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise InputError(f"{ctx.input_path('revise', 'examples.jsonl')}: row {n} is not an example "
+                             f"({exc})") from None
     ids = [r.get("id") for r in rows]
     with progress(total=len(rows), desc="dedup", unit="example") as bar:
         result = dedup(texts, ids, threshold=cfg.threshold, num_perm=cfg.num_perm, shingle=cfg.shingle,
@@ -67,4 +74,4 @@ def run(ctx) -> None:
         removed.append(row)
     ctx.write_jsonl("removed.jsonl", removed)
     ctx.counts.update(result.counts)
-    ctx.counts.update(bands=result.bands, rows=result.rows)
+    ctx.counts.update(lsh_bands=result.bands, lsh_rows=result.rows)
