@@ -30,6 +30,7 @@ class UsageRecord:
     endpoint: str | None = None
     adapter_sha256: str | None = None
     n: int = 1
+    attempts: int = 1  # tries it took (1 + retries); a failed request counts every try
     at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict:
@@ -74,7 +75,7 @@ def iter_ledger(path: str | os.PathLike) -> Iterator[dict]:
 
 
 def _empty() -> dict:
-    return {"requests": 0, "calls": 0, "cache_hits": 0, "errors": 0,
+    return {"requests": 0, "calls": 0, "cache_hits": 0, "errors": 0, "retries": 0,
             "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0}
 
 
@@ -82,7 +83,8 @@ def summarize(rows: Iterable[dict], stage: str | None = None) -> dict:
     """Sum ledger rows into ``{role: {model: totals}}`` (for one stage when ``stage`` is given).
 
     ``calls`` counts requests that reached a model (not cache hits); tokens count those calls only,
-    so that the cost is what was actually paid; ``cached_*_tokens`` count what hits saved.
+    so that the cost is what was actually paid; ``cached_*_tokens`` count what hits saved;
+    ``retries`` counts the extra tries (rate limits, server errors, timeouts) the calls needed.
     """
     out: dict[str, dict[str, dict]] = {}
     for row in rows:
@@ -98,6 +100,7 @@ def summarize(rows: Iterable[dict], stage: str | None = None) -> dict:
         if row.get("error"):
             t["errors"] += 1
         t["calls"] += 1
+        t["retries"] += max(0, int(row.get("attempts", 1) or 1) - 1)
         t["prompt_tokens"] += int(row.get("prompt_tokens", 0))
         t["completion_tokens"] += int(row.get("completion_tokens", 0))
         t["latency_s"] = round(t["latency_s"] + float(row.get("latency_s", 0.0)), 3)

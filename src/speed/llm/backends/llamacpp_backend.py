@@ -1,0 +1,103 @@
+"""In-process llama.cpp (llama-cpp-python) on a GGUF file: the offline default.
+
+Config: ``model`` (offline name, .gguf file or folder with one .gguf), ``adapter`` (a LoRA adapter
+in GGUF form), ``n_threads``, ``n_ctx``, ``json_mode``; ``options.sampler`` may set llama.cpp's
+own sampler knobs (top_k, min_p, repeat_penalty, ...; llama.cpp's defaults otherwise) and
+``options.n_batch`` / ``options.n_gpu_layers`` pass through; ``options.reuse_prefix: true`` keeps
+llama.cpp's KV-cache prefix reuse between calls (faster, but a sample then depends on the previous
+call, so reruns are no longer bit-identical). The model's own chat template is used
+(``create_chat_completion``). Samples run one after another under a lock (one context).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Sequence
+
+from ...errors import ModelError
+from .base import BackendRequest, Completion, error_text
+
+SAMPLER_KEYS = ("top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
+                "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta")
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(self, ref, llama: Any = None):
+        from ...errors import require
+
+        self.ref = ref
+        self.preferred_batch = max(1, ref.batch_size)
+        self._lock = threading.Lock()
+        self._reuse_prefix = bool((ref.options or {}).get("reuse_prefix", False))
+        if llama is not None:
+            self.llm = llama
+            return
+        llama_cpp = require("llama_cpp", "llamacpp", "the llamacpp backend")
+        from ...models import resolve_model
+
+        path = resolve_model(ref.model, want="gguf")
+        opts = ref.options or {}
+        kwargs: dict[str, Any] = dict(
+            model_path=path, n_ctx=ref.n_ctx, n_threads=ref.n_threads or max(1, (os.cpu_count() or 2)),
+            verbose=False, n_batch=int(opts.get("n_batch", 512)), n_gpu_layers=int(opts.get("n_gpu_layers", 0)),
+        )
+        if ref.adapter:
+            if not str(ref.adapter).endswith(".gguf") or not os.path.isfile(ref.adapter):
+                raise ModelError(f"the llamacpp backend needs a LoRA adapter as a .gguf file; got {ref.adapter!r} "
+                                 "(convert a PEFT folder with llama.cpp's convert_lora_to_gguf.py)")
+            kwargs["lora_path"] = str(ref.adapter)
+        if opts.get("chat_format"):
+            kwargs["chat_format"] = opts["chat_format"]
+        try:
+            self.llm = llama_cpp.Llama(**kwargs)
+        except Exception as exc:  # llama.cpp says little more than "failed to load"
+            raise ModelError(f"llama.cpp could not load {path}: {error_text(exc)}") from None
+        self.path = path
+
+    def _one(self, req: BackendRequest, seed: int | None) -> Completion:
+        s = req.sampling
+        kwargs: dict[str, Any] = dict(messages=req.messages, temperature=s.temperature, top_p=s.top_p,
+                                      max_tokens=s.max_tokens, stop=list(s.stop), seed=seed)
+        kwargs.update({k: v for k, v in ((self.ref.options or {}).get("sampler") or {}).items() if k in SAMPLER_KEYS})
+        if req.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": req.json_schema}
+        t0 = time.monotonic()
+        try:
+            with self._lock:
+                if not self._reuse_prefix:
+                    # re-evaluate the whole prompt: a sample then depends on its seed alone, not on
+                    # what the previous call left in the KV cache (prefix reuse changes the numerics)
+                    self.llm.reset()
+                out = self.llm.create_chat_completion(**kwargs)
+            choice = out["choices"][0]
+            usage = out.get("usage") or {}
+            return Completion(text=choice["message"].get("content") or "", finish_reason=choice.get("finish_reason"),
+                              prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                              completion_tokens=int(usage.get("completion_tokens", 0)),
+                              latency_s=time.monotonic() - t0, endpoint="llamacpp")
+        except Exception as exc:  # e.g. the prompt does not fit n_ctx
+            return Completion(error=error_text(exc), latency_s=time.monotonic() - t0, endpoint="llamacpp")
+
+    def generate(self, requests: Sequence[BackendRequest]) -> list[list[Completion]]:
+        out = []
+        for req in requests:
+            comps = []
+            for i, seed in zip(req.indices, req.seeds()):
+                c = self._one(req, seed)
+                c.index = i
+                comps.append(c)
+            out.append(comps)
+        return out
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None and hasattr(llm, "close"):
+            try:
+                llm.close()
+            except Exception:  # pragma: no cover
+                pass
+        self.llm = None

@@ -1,0 +1,183 @@
+"""The one place every stage calls a model: cache lookup, batching, the ledger, progress.
+
+``LLMClient(ref, role, stage, cache, ledger).generate(requests)`` returns, for each request, its
+``n`` samples in order. Sample ``i`` of a request is its own cache entry, keyed by the model
+identity, messages, sampling, constraint, seed and ``i``; hits cost nothing and are recorded in
+the ledger as cache hits (with their original token counts). Misses go to the backend in chunks;
+after each chunk the successes are cached and every sample gets one ledger row, so a killed run
+loses at most one chunk. A request that fails after the backend's retries comes back as a
+Completion with ``error`` set; failures are never cached.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..errors import SpeedError
+from ..io import stable_hash
+from .backends.base import Backend, BackendRequest, Completion, Request, error_text
+from .cache import RequestCache, adapter_sha256, model_identity
+from .ledger import Ledger, UsageRecord
+
+CACHE_VERSION = 1
+PROGRESS_MIN = 16  # show a progress bar from this many uncached samples on
+
+
+def constraint_for(ref, request: Request) -> dict | None:
+    """The JSON schema that constrains decoding: only with ``json_mode`` on."""
+    if not getattr(ref, "json_mode", False):
+        return None
+    return request.json_schema or {"type": "object"}
+
+
+def cache_key(model_id: str, adapter_sha: str | None, request: Request, index: int,
+              constraint: dict | None, engine: dict[str, Any] | None = None) -> str:
+    return stable_hash({
+        "v": CACHE_VERSION,
+        "model": model_id,
+        "adapter": adapter_sha,
+        "messages": request.messages,
+        "sampling": request.sampling.to_dict(),
+        "engine": engine or {},
+        "constraint": constraint,
+        "seed": request.seed,
+        "index": index,
+    })
+
+
+@dataclass
+class _Slot:
+    request: int
+    index: int
+    key: str
+
+
+class LLMClient:
+    """A model in a role, for one stage: ``generate(requests) -> list[list[Completion]]``."""
+
+    def __init__(self, ref, role: str, stage: str, cache: RequestCache | None = None,
+                 ledger: Ledger | None = None, backend: Backend | None = None, show_progress: bool = True):
+        self.ref = ref
+        self.role = role
+        self.stage = stage
+        self.cache = cache
+        self.ledger = ledger
+        self.show_progress = show_progress
+        self._backend = backend
+        self.model_id = model_identity(ref)
+        self.adapter_sha256 = adapter_sha256(ref.adapter)
+        opts = ref.options or {}
+        self._engine = {k: opts[k] for k in ("sampler", "cache_salt") if k in opts}
+        self.calls = 0  # samples sent to the backend by this client
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            from .backends import make_backend
+
+            self._backend = make_backend(self.ref)
+        return self._backend
+
+    def key(self, request: Request, index: int) -> str:
+        return cache_key(self.model_id, self.adapter_sha256, request, index, constraint_for(self.ref, request),
+                         self._engine)
+
+    def _chunk_size(self) -> int:
+        size = getattr(self._backend, "preferred_batch", None) if self._backend is not None else None
+        if not size:
+            if self.ref.backend == "openai":
+                size = 4 * self.ref.max_concurrency
+            else:
+                size = self.ref.batch_size
+        return max(1, int(size))
+
+    def _record(self, comps: Sequence[Completion], hits: bool) -> None:
+        if self.ledger is None or not comps:
+            return
+        self.ledger.record_many(UsageRecord(
+            stage=self.stage, role=self.role, model=self.ref.model, prompt_tokens=int(c.prompt_tokens),
+            completion_tokens=int(c.completion_tokens), latency_s=0.0 if hits else round(float(c.latency_s), 4),
+            cache_hit=hits, error=c.error, endpoint=c.endpoint, adapter_sha256=self.adapter_sha256, n=1,
+            attempts=0 if hits else int(c.attempts)) for c in comps)
+
+    def generate(self, requests: Sequence[Request], desc: str | None = None) -> list[list[Completion]]:
+        """For each request, its ``n`` samples in order (cache hits, new completions or errors)."""
+        results: list[list[Completion | None]] = [[None] * max(0, int(r.n)) for r in requests]
+        slots = [_Slot(ri, i, self.key(r, i)) for ri, r in enumerate(requests) for i in range(max(0, int(r.n)))]
+        cached = self.cache.get_many([s.key for s in slots]) if self.cache is not None and slots else {}
+        hits: list[Completion] = []
+        missing: list[_Slot] = []
+        for s in slots:
+            if s.key in cached:
+                c = Completion.from_dict(cached[s.key])
+                c.cache_hit, c.index = True, s.index
+                results[s.request][s.index] = c
+                hits.append(c)
+            else:
+                missing.append(s)
+        self._record(hits, hits=True)
+        if missing:
+            self._run_missing(requests, missing, results, desc)
+        return [[c for c in row if c is not None] for row in results]  # every slot is filled
+
+    def _run_missing(self, requests: Sequence[Request], missing: list[_Slot],
+                     results: list[list[Completion | None]], desc: str | None) -> None:
+        bar = None
+        if self.show_progress and len(missing) >= PROGRESS_MIN:
+            from ..progress import progress
+
+            bar = progress(total=len(missing), desc=desc or f"{self.stage} ({self.role})", unit="sample")
+        try:
+            size = self._chunk_size()
+            for start in range(0, len(missing), size):
+                chunk = missing[start:start + size]
+                self._run_chunk(requests, chunk, results)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _run_chunk(self, requests: Sequence[Request], chunk: list[_Slot],
+                   results: list[list[Completion | None]]) -> None:
+        groups: dict[int, list[_Slot]] = {}
+        for s in chunk:
+            groups.setdefault(s.request, []).append(s)
+        order = list(groups)
+        breqs = []
+        for ri in order:
+            r = requests[ri]
+            breqs.append(BackendRequest(messages=r.messages, sampling=r.sampling, seed=r.seed,
+                                        indices=tuple(s.index for s in groups[ri]),
+                                        json_schema=constraint_for(self.ref, r)))
+        t0 = time.monotonic()
+        try:
+            out = self.backend.generate(breqs)
+            if len(out) != len(breqs) or any(len(o) != len(b.indices) for o, b in zip(out, breqs)):
+                raise RuntimeError("backend returned the wrong number of completions")
+        except SpeedError:
+            raise
+        except Exception as exc:  # a whole-batch failure: every sample in it is reported failed
+            err = error_text(exc)
+            dt = (time.monotonic() - t0) / max(1, len(chunk))
+            out = [[Completion(error=err, latency_s=dt, index=i) for i in b.indices] for b in breqs]
+        self.calls += len(chunk)
+        to_cache = []
+        fresh: list[Completion] = []
+        for ri, comps in zip(order, out):
+            for s, c in zip(groups[ri], comps):
+                c.index, c.cache_hit = s.index, False
+                results[ri][s.index] = c
+                fresh.append(c)
+                if c.error is None and self.cache is not None:
+                    to_cache.append((s.key, self.model_id, c.to_dict()))
+        if to_cache:
+            self.cache.put_many(to_cache)
+        self._record(fresh, hits=False)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None

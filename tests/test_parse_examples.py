@@ -1,0 +1,225 @@
+"""Parsing and validation: every kind's schema, the repairs, brainstorm/judge/revision outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from speed.prompts import EXAMPLE_KEYS, TASK_KINDS, parse_brainstorm, parse_example, parse_judge, parse_revision
+
+GOOD = {
+    "retrieval": {"user_query": "best hiking boots for wet weather",
+                  "positive_document": "Waterproof boots with a Gore-Tex lining keep feet dry on muddy trails.",
+                  "hard_negative_document": "Hiking is a popular outdoor activity in many countries."},
+    "classification": {"input_text": "My parcel arrived broken and I want my money back.",
+                       "label": "refund request", "misleading_label": "replacement request"},
+    "sts": {"S1": "A cat sleeps on the warm windowsill.", "S2": "A cat naps on the sunny window ledge.",
+            "S3": "A dog barks at the window."},
+    "short-short": {"input": "break a leg", "positive_document": "good luck"},
+    "long-long": {"input": "word " * 320, "positive_document": "other " * 310},
+}
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_valid_example_per_kind(kind):
+    r = parse_example(kind, json.dumps(GOOD[kind]))
+    assert r.ok and r.reason is None and set(r.value) == set(EXAMPLE_KEYS[kind]) and r.repairs == []
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+@pytest.mark.parametrize("drop", [0, 1, -1])
+def test_missing_key_per_kind(kind, drop):
+    obj = dict(GOOD[kind])
+    key = EXAMPLE_KEYS[kind][drop]
+    del obj[key]
+    r = parse_example(kind, json.dumps(obj))
+    assert not r.ok and r.reason == "missing_key" and key in r.detail
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_empty_and_non_string_values(kind):
+    key = EXAMPLE_KEYS[kind][-1]
+    assert parse_example(kind, json.dumps({**GOOD[kind], key: "   "})).reason == "empty_value"
+    assert parse_example(kind, json.dumps({**GOOD[kind], key: 3})).reason == "not_a_string"
+    assert parse_example(kind, json.dumps({**GOOD[kind], key: ["a"]})).reason == "not_a_string"
+    assert parse_example(kind, json.dumps({**GOOD[kind], key: "..."})).reason == "placeholder_value"
+    assert parse_example(kind, json.dumps({**GOOD[kind], key: key})).reason == "placeholder_value"
+
+
+@pytest.mark.parametrize("kind", TASK_KINDS)
+def test_extra_keys_dropped_and_noted(kind):
+    r = parse_example(kind, json.dumps({**GOOD[kind], "explanation": "because", "score": 4}))
+    assert r.ok and r.dropped_keys == ["explanation", "score"] and "explanation" not in r.value
+
+
+def test_kind_specific_rules():
+    g = GOOD["retrieval"]
+    r = parse_example("retrieval", json.dumps({**g, "hard_negative_document": g["positive_document"].upper()}))
+    assert r.reason == "positive_equals_negative"
+    r = parse_example("retrieval", json.dumps({**g, "user_query": g["positive_document"]}))
+    assert r.reason == "query_equals_document"
+    c = GOOD["classification"]
+    assert parse_example("classification", json.dumps({**c, "misleading_label": " Refund  Request"})).reason == "bad_label"
+    s = GOOD["sts"]
+    assert parse_example("sts", json.dumps({**s, "S3": s["S1"]})).reason == "duplicate_sentences"
+    assert parse_example("sts", json.dumps({**s, "S2": s["S3"]})).reason == "duplicate_sentences"
+    for kind in ("short-short", "long-long"):
+        m = GOOD[kind]
+        assert parse_example(kind, json.dumps({**m, "input": m["positive_document"]})).reason == "input_equals_positive"
+
+
+def test_length_flags_recorded_not_enforced():
+    attrs = {"query_length": "less than 5 words", "num_words": "50"}
+    r = parse_example("retrieval", json.dumps(GOOD["retrieval"]), attrs)
+    assert r.ok and r.length_ok == {"user_query": False, "positive_document": False, "hard_negative_document": False}
+    r = parse_example("retrieval", json.dumps({**GOOD["retrieval"], "user_query": "wet boots"}),
+                      {"query_length": "5 to 15 words", "num_words": "8"})
+    assert r.ok and r.length_ok == {"user_query": False, "positive_document": True, "hard_negative_document": True}
+    r = parse_example("classification", json.dumps(GOOD["classification"]), {"num_words": "less than 10"})
+    assert r.ok and r.length_ok == {"input_text": False}
+    r = parse_example("classification", json.dumps(GOOD["classification"]), {"num_words": "at least 10"})
+    assert r.length_ok == {"input_text": True}
+    assert parse_example("long-long", json.dumps(GOOD["long-long"])).length_ok == {"input": True,
+                                                                                 "positive_document": True}
+    short = parse_example("long-long", json.dumps({"input": "a b", "positive_document": "c d"}))
+    assert short.ok and short.length_ok == {"input": False, "positive_document": False}
+    assert parse_example("short-short", json.dumps(GOOD["short-short"])).length_ok == {"input": True,
+                                                                                     "positive_document": True}
+
+
+S = '{"S1": "a cat sat", "S2": "a cat sits", "S3": "a dog ran"}'
+
+
+@pytest.mark.parametrize("text,repair", [
+    ("```json\n" + S + "\n```", "code_fence"),
+    ("```\n" + S + "\n```\nHope this helps!", "code_fence"),
+    ("Sure! Here is the triple:\n" + S + "\nLet me know.", "surrounding_text"),
+    ('{"S1": "a cat sat", "S2": "a cat sits", "S3": "a dog ran",}', "trailing_comma"),
+    ('{"S1": "a cat sat", "S2": "a cat sits", "S3": "a dog ran"', "closed_brackets"),
+    ('{"S1": "a cat sat", "S2": "a cat sits", "S3": "a dog ran', "closed_brackets"),
+    ("{'S1': 'a cat sat', 'S2': 'a cat sits', 'S3': \"a dog's bone\"}", "python_literal"),
+    ('[' + S + ']', "first_of_list"),
+    ('{"example": ' + S + '}', "unwrapped"),
+])
+def test_repairs(text, repair):
+    r = parse_example("sts", text)
+    assert r.ok, (r.reason, r.detail)
+    assert repair in r.repairs and r.raw == text
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("", "no_json"),
+    ("I cannot help with that.", "no_json"),
+    ("{not json at all: [}", "invalid_json"),
+    ('"just a string"', "no_json"),
+    ("[1, 2, 3]", "not_an_object"),
+    ('{"S1": "a", "S2": ', "missing_key"),
+])
+def test_rejections_keep_raw(text, reason):
+    r = parse_example("sts", text)
+    assert not r.ok and r.reason == reason and r.raw == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list('{}[]",:\'` \n\\abcS123.ty') + ["true", "null", "```json", '"S1": ']),
+                max_size=80).map("".join))
+def test_never_raises_on_json_like_noise(text):
+    for kind in TASK_KINDS:
+        r = parse_example(kind, text)
+        assert r.raw == text and (r.ok or r.reason)
+    assert parse_brainstorm(text).raw == text
+    assert parse_judge(text, 3).raw == text
+    assert parse_revision("sts", text).raw == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_never_raises_on_any_text(text):
+    for kind in TASK_KINDS:
+        parse_example(kind, text)
+    parse_brainstorm(text)
+    parse_judge(text, 4)
+    parse_revision("retrieval", text)
+
+
+def test_never_raises_on_pathological_inputs():
+    for text in ["[" * 5000, "{" * 5000 + "}" * 10, '{"a": ' * 3000, "x" * 300_000, "{" + "'a'," * 10000 + "}"]:
+        for kind in TASK_KINDS:
+            assert not parse_example(kind, text).ok
+
+
+# brainstorm --------------------------------------------------------------------------------------
+
+def test_brainstorm_outputs():
+    r = parse_brainstorm('["Find recipes by ingredient.", "Match reviews to products."]')
+    assert r.ok and r.value == ["Find recipes by ingredient.", "Match reviews to products."]
+    r = parse_brainstorm('```python\n["a task one", \'a task two\',]\n```')
+    assert r.ok and r.value == ["a task one", "a task two"]
+    r = parse_brainstorm('{"tasks": ["task a", "task a", 3, "", "task b"]}')
+    assert r.ok and r.value == ["task a", "task b"] and "unwrapped" in r.repairs
+    assert any(x.startswith("dropped_items") for x in r.repairs)
+    r = parse_brainstorm('Here are some:\n["task a", "task b"')
+    assert r.ok and r.value == ["task a", "task b"]
+    assert parse_brainstorm("[]").reason == "empty_list"
+    assert parse_brainstorm("[1, 2]").reason == "empty_list"
+    assert parse_brainstorm('{"a": 1}').reason == "not_a_list"
+    assert parse_brainstorm("no list here").reason == "no_json"
+    r = parse_brainstorm('[{"task": "find a thing"}, {"task": "match two things"}]')
+    assert r.ok and r.value == ["find a thing", "match two things"]
+
+
+# judge -------------------------------------------------------------------------------------------
+
+def test_judge_outputs():
+    r = parse_judge('{"reason": "0 follows the length rule", "best": 0, "worst": 2}', 3)
+    assert r.ok and r.value == {"reason": "0 follows the length rule", "best": 0, "worst": 2}
+    assert parse_judge('{"reason": "x", "best": "1", "worst": 2.0}', 3).value == {"reason": "x", "best": 1, "worst": 2}
+    assert parse_judge('{"reason": "x", "best": 3, "worst": 0}', 3).reason == "bad_index"
+    assert parse_judge('{"reason": "x", "best": -1, "worst": 0}', 3).reason == "bad_index"
+    assert parse_judge('{"reason": "x", "best": "first", "worst": 0}', 3).reason == "bad_index"
+    assert parse_judge('{"reason": "x", "best": true, "worst": 0}', 3).reason == "bad_index"
+    assert parse_judge('{"reason": "x", "best": 1, "worst": 1}', 3).reason == "best_equals_worst"
+    assert parse_judge('{"reason": "x", "best": 1}', 3).reason == "missing_key"
+    assert parse_judge('{"reason": 5, "best": 1, "worst": 0}', 3).reason == "not_a_string"
+    assert parse_judge('["reason", 1, 0]', 3).reason == "not_an_object"
+    r = parse_judge('```json\n{"reason": "x", "best": 1, "worst": 0, "score": 9}\n```', 2)
+    assert r.ok and r.dropped_keys == ["score"]
+
+
+# revision ----------------------------------------------------------------------------------------
+
+def test_revision_outputs():
+    ex = GOOD["classification"]
+    r = parse_revision("classification", json.dumps({"reason": "fine", "revision": json.dumps(ex)}))
+    assert r.ok and r.value == {"reason": "fine", "revision": ex} and r.inner.ok
+    r = parse_revision("classification", json.dumps({"reason": "fine", "revision": ex}))
+    assert r.ok and r.value["revision"] == ex
+    r = parse_revision("classification", json.dumps({"reason": {"relevance": "ok"}, "revision": ex}))
+    assert r.ok and "reason_to_string" in r.repairs
+    bad = {**ex, "misleading_label": ex["label"]}
+    r = parse_revision("classification", json.dumps({"reason": "x", "revision": json.dumps(bad)}))
+    assert not r.ok and r.reason == "bad_revision" and r.inner.reason == "bad_label"
+    r = parse_revision("classification", json.dumps({"reason": "x", "revision": "I improved it."}))
+    assert r.reason == "bad_revision" and r.inner.reason == "no_json"
+    assert parse_revision("classification", '{"reason": "x"}').reason == "missing_key"
+    assert parse_revision("retrieval", "nothing").reason == "no_json"
+
+
+def test_duplicate_keys_of_a_looping_model():
+    text = '{"S1": "a", "S2": "b", "S3": "c", "S1": "d"}'
+    r = parse_example("sts", text)
+    assert not r.ok and r.reason == "duplicate_key" and "S1" in r.detail
+    # repeats inside a nested value or of an extra key do not matter
+    ok = '{"S1": "a", "S2": "b", "S3": "c", "note": 1, "note": 2}'
+    assert parse_example("sts", ok).ok
+    assert parse_example("sts", '{"S1": "a", "S2": "b", "S3": "c", "x": {"k": 1, "k": 2}}').ok
+
+
+def test_truncation_repairs_are_labelled():
+    r = parse_example("sts", '{"S1": "a cat sat", "S2": "a cat sits", "S3": "a dog ra')
+    assert r.ok and {"closed_brackets", "closed_string"} <= set(r.repairs)
+    r = parse_example("sts", '{"S1": "a cat sat", "S2": "a cat sits", "S3": "a dog ran", "no')
+    assert r.ok and "cut_member" in r.repairs
