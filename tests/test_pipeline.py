@@ -34,7 +34,6 @@ def test_topics_run_status_and_rerun_does_nothing(tmp_path):
     assert st["stages"]["topics"]["rows"] == {"topics.jsonl": 200}
     assert st["stages"]["topics"]["counts"]["topics"] == 200
     assert st["stages"]["brainstorm"]["state"] == "pending"
-    assert st["stages"]["train-junior"]["state"] == "not-implemented"
 
     before = {p: (p.stat().st_mtime_ns, _read(p)) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     proc = run_cli("run", str(TOPICS_CFG), "--run-dir", str(run_dir))
@@ -67,17 +66,30 @@ def test_missing_output_is_redone(tmp_path):
     assert len(_read(run_dir / "topics" / "topics.jsonl").splitlines()) == 200
 
 
-def test_unimplemented_stage_stops_the_run_plainly(tmp_path):
+@pytest.fixture
+def evaluate_unimplemented(monkeypatch):
+    """Pretend the evaluate stage is not built, to check how the pipeline treats a missing stage."""
+    import speed.stages as stages
+
+    monkeypatch.delitem(stages._IMPLEMENTED, "evaluate", raising=False)
+    return "evaluate"
+
+
+def test_unimplemented_stage_stops_the_run_plainly(tmp_path, evaluate_unimplemented, capsys):
+    from speed.cli import main
+
     run_dir = tmp_path / "run"
-    proc = run_cli("run", str(ROOT / "configs" / "demo.yaml"), "--run-dir", str(run_dir), "--until", "train-junior",
-                   "--set", "run.skip=[brainstorm, seed]")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["speed: error: stage train-junior is not implemented yet"]
+    skip = "[brainstorm, seed, train-junior, root, judge, revise-signals, train-senior, train-revisor, " \
+           "synthesize, revise, dedup, export, train-embedder]"
+    rc = main(["run", str(TOPICS_CFG), "--run-dir", str(run_dir), "--until", "evaluate", "--set", f"run.skip={skip}"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip().splitlines() == ["speed: error: stage evaluate is not implemented yet"]
     assert (run_dir / "topics" / "topics.jsonl").exists()
-    assert not (run_dir / "train-junior").exists()
-    st = json.loads(run_cli("status", str(run_dir), "--json").stdout)
+    assert not (run_dir / "evaluate").exists()
+    st = status(run_dir)
     assert st["stages"]["brainstorm"]["state"] == "skipped"
-    assert st["stages"]["train-junior"]["state"] == "not-implemented"
+    assert st["stages"]["evaluate"]["state"] == "not-implemented"
 
 
 def test_hand_edited_manifest_is_detected(tmp_path):
@@ -103,9 +115,18 @@ def test_dry_run_writes_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     actions = {row["stage"]: row["action"] for row in plan["stages"]}
-    assert actions["topics"] == "run" and actions["brainstorm"] == "run"
-    assert "not implemented" in actions["train-junior"]
+    assert actions["topics"] == "run" and actions["brainstorm"] == "run" and actions["train-junior"] == "run"
     assert not run_dir.exists()
+
+
+def test_dry_run_names_a_stage_not_built(tmp_path, evaluate_unimplemented):
+    from speed.config import load_config
+    from speed.pipeline import plan
+
+    info = plan(load_config(ROOT / "configs" / "demo.yaml"), tmp_path / "run")
+    actions = {row["stage"]: row["action"] for row in info["stages"]}
+    assert "not implemented" in actions["evaluate"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_unwritable_run_dir_is_a_clear_error(tmp_path):

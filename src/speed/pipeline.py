@@ -64,7 +64,9 @@ def input_hash(manifest: dict, name: str) -> str:
     from .trained import role_inputs
 
     mod = stage_module(name)
-    deps: dict = {"trained": role_inputs(manifest, getattr(mod, "ROLES", ()))}
+    # the training stages whose models this stage uses (not itself: a training stage provides its role)
+    trained = {k: v for k, v in role_inputs(manifest, getattr(mod, "ROLES", ())).items() if k != name}
+    deps: dict = {"trained": trained}
     for dep in getattr(mod, "REQUIRES", ()):
         entry = manifest["stages"].get(dep) or {}
         deps[dep] = {"config_hash": entry.get("config_hash"), "input_hash": entry.get("input_hash"),

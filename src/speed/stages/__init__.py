@@ -38,13 +38,17 @@ _IMPLEMENTED: dict[str, str] = {
     "topics": "speed.stages.topics",
     "brainstorm": "speed.stages.brainstorm",
     "seed": "speed.stages.seed",
+    "train-junior": "speed.stages.train_junior",
     "root": "speed.stages.root",
     "judge": "speed.stages.judge",
     "revise-signals": "speed.stages.revise_signals",
+    "train-senior": "speed.stages.train_senior",
+    "train-revisor": "speed.stages.train_revisor",
     "synthesize": "speed.stages.synthesize",
     "revise": "speed.stages.revise",
     "dedup": "speed.stages.dedup",
     "export": "speed.stages.export",
+    "train-embedder": "speed.stages.train_embedder",
 }
 
 
