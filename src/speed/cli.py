@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     mp = msub.add_parser("prepare", help="assemble, check and convert an offline model (or all)")
     mp.add_argument("name", help="a model name from `speed models list`, or all")
     mp.set_defaults(func=cmd_models_prepare)
+
+    from .cli_eval import add_parsers  # eval, report, cost, scaling, compare
+
+    add_parsers(sub)
     return p
 
 

@@ -130,7 +130,8 @@ class Pipeline:
     def _check_requirements(self, name: str, manifest: dict) -> None:
         for dep in getattr(stage_module(name), "REQUIRES", ()):
             entry = manifest["stages"].get(dep)
-            if not entry or entry.get("status") != "done":
+            # a skipped stage counts as settled: a stage that reads its files says so when they are missing
+            if not entry or entry.get("status") not in ("done", "skipped"):
                 raise SpeedError(f"stage {name} needs stage {dep}, which is not done in {self.rundir.path}; "
                                  f"run it first (speed run ... --from {dep})")
 

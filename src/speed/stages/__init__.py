@@ -49,6 +49,8 @@ _IMPLEMENTED: dict[str, str] = {
     "dedup": "speed.stages.dedup",
     "export": "speed.stages.export",
     "train-embedder": "speed.stages.train_embedder",
+    "evaluate": "speed.stages.evaluate",
+    "report": "speed.stages.report",
 }
 
 

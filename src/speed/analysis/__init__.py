@@ -1,0 +1,1 @@
+"""Analyses of a run: cost (ledger), report (Markdown + HTML), scaling law, generator comparison."""

@@ -1,0 +1,183 @@
+"""Evaluate one embedding model on task folders with the MTEB protocol; results JSON and a table."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from ..errors import InputError, SpeedError
+from . import protocol
+from .cache import EmbeddingCache
+from .encoder import Encoder, uses_instruction
+from .tasks import Task, load_tasks
+
+InstructionMode = Literal["auto", "on", "off"]
+
+
+def _instr(task: Task, on: bool) -> str | None:
+    return task.instruction if on and task.instruction else None
+
+
+def evaluate_task(encoder: Encoder, task: Task, instruction: bool) -> dict:
+    """The metrics of one task (``main_score`` and ``metric`` included)."""
+    ins = _instr(task, instruction)
+    d = task.data
+    t0 = time.time()
+    if task.type == "sts":
+        e1, e2 = encoder.encode(d["sentence1"], ins), encoder.encode(d["sentence2"], ins)
+        m = protocol.sts_scores(e1, e2, d["score"], float(task.meta.get("min_score", 0)),
+                                float(task.meta.get("max_score", 5)))
+    elif task.type == "classification":
+        tr, te = encoder.encode(d["train_text"], ins), encoder.encode(d["test_text"], ins)
+        m = protocol.classification_scores(tr, d["train_label"], te, d["test_label"],
+                                           samples_per_label=task.samples_per_label,
+                                           n_experiments=task.n_experiments,
+                                           seed=int(task.meta.get("seed", 42)),
+                                           max_iter=int(task.meta.get("max_iter", 100)))
+        m["samples_per_label"] = task.samples_per_label
+    elif task.type == "pair_classification":
+        e1, e2 = encoder.encode(d["sentence1"], ins), encoder.encode(d["sentence2"], ins)
+        m = protocol.pair_classification_scores(e1, e2, d["label"])
+    elif task.type == "retrieval":
+        qids = [q for q in d["queries"] if q in d["qrels"]]  # mteb encodes only judged queries
+        doc_ids = list(d["corpus"])
+        docs = [(d["corpus"][i]["title"] + " " + d["corpus"][i]["text"]).strip() for i in doc_ids]
+        qe = encoder.encode([d["queries"][q] for q in qids], ins)
+        ce = encoder.encode(docs, None)  # documents never get the instruction
+        top_k = int(task.meta.get("top_k", 1000))
+        hits = protocol.search(qe, ce, top_k=top_k)
+        run = {q: {doc_ids[i]: s for i, s in h} for q, h in zip(qids, hits)}
+        m = protocol.retrieval_scores(run, d["qrels"], ignore_identical_ids=bool(task.meta.get("ignore_identical_ids")))
+    elif task.type == "reranking":
+        rows = d["instances"]
+        qe = encoder.encode([r["query"] for r in rows], ins)
+        flat = [t for r in rows for t in r["positive"] + r["negative"]]
+        fe = encoder.encode(flat, None)
+        cands, rel, pos = [], [], 0
+        for r in rows:
+            n = len(r["positive"]) + len(r["negative"])
+            cands.append(fe[pos:pos + n])
+            rel.append([True] * len(r["positive"]) + [False] * len(r["negative"]))
+            pos += n
+        m = protocol.reranking_scores(list(qe), cands, rel)
+    elif task.type == "clustering":
+        sets = [(encoder.encode(s["sentences"], ins), s["labels"]) for s in d["sets"]]
+        m = protocol.clustering_scores(sets, seed=int(task.meta.get("seed", 42)))
+    else:  # pragma: no cover - rejected by the reader
+        raise InputError(f"{task.path / 'task.json'}: unknown task type {task.type!r}")
+    metric = task.main_score
+    if metric not in m:
+        raise InputError(f"{task.path / 'task.json'}:1: main_score {metric!r} is not a metric of type {task.type} "
+                         f"(choose from {', '.join(k for k in m if isinstance(m[k], float))})")
+    out = {"metric": metric, "main_score": float(m[metric]), "type": task.type, "instruction": ins,
+           "seconds": round(time.time() - t0, 3)}
+    out.update({k: v for k, v in m.items() if k != "main_score"})
+    return out
+
+
+def resolve_instruction(mode: InstructionMode, model: str, path: str | None = None,
+                        configured: bool | None = None) -> bool:
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    return uses_instruction(model, path, configured)
+
+
+def evaluate_model(model: str, task_dirs: Sequence[str] | None = None, instruction: InstructionMode = "auto",
+                   cache_dir: str | None = None, use_cache: bool = True, batch_size: int = 32,
+                   configured_instruction: bool | None = None, tasks: Sequence[Task] | None = None,
+                   log=None) -> dict:
+    """Evaluate ``model`` (an offline name, a sentence-transformers folder or a hub id) on task folders
+    (default: the built-in tasks). Every folder is validated before anything is encoded."""
+    tasks = list(tasks) if tasks is not None else load_tasks(task_dirs)
+    cache = EmbeddingCache(cache_dir) if use_cache else None
+    try:
+        enc = Encoder(model, cache=cache, batch_size=batch_size)
+        on = resolve_instruction(instruction, model, enc.path, configured_instruction)
+        results = {}
+        t0 = time.time()
+        for task in tasks:
+            if log:
+                log(f"[eval] {task.name} ({task.type}) ...")
+            results[task.name] = evaluate_task(enc, task, on)
+            if log:
+                r = results[task.name]
+                log(f"[eval] {task.name}: {r['metric']} {r['main_score']:.4f} ({r['seconds']:.1f}s)")
+        return {"model": model, "model_path": enc.path, "model_identity": enc.identity, "instruction": on,
+                "protocol": "mteb-1.12", "seconds": round(time.time() - t0, 3), "encode": enc.stats.to_dict(),
+                "cache": str(cache.path) if cache else None, "results": results,
+                "average": float(np.mean([r["main_score"] for r in results.values()])) if results else None}
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def format_table(result: dict, baseline: dict | None = None) -> str:
+    """A fixed-width table: task, type, metric, score (and the baseline and delta when given)."""
+    rows = [("task", "type", "metric", "score") + (("base", "delta") if baseline else ())]
+    for name, r in result["results"].items():
+        row = (name, r.get("type", ""), r["metric"], f"{r['main_score']:.4f}")
+        if baseline:
+            b = baseline["results"].get(name)
+            row += (f"{b['main_score']:.4f}", f"{r['main_score'] - b['main_score']:+.4f}") if b else ("-", "-")
+        rows.append(row)
+    if result.get("average") is not None:
+        row = ("average", "", "", f"{result['average']:.4f}")
+        if baseline and baseline.get("average") is not None:
+            row += (f"{baseline['average']:.4f}", f"{result['average'] - baseline['average']:+.4f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+    from ..io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# -- named MTEB tasks through mteb itself ------------------------------------------------------------
+def run_mteb(model: str, names: Sequence[str], output_dir: str | None = None) -> dict:
+    """Run named MTEB tasks through the ``mteb`` package (needs its data from the Hugging Face hub)."""
+    from ..models.resolve import hub_reachable
+
+    if not hub_reachable():
+        raise SpeedError(f"--mteb {','.join(names)}: the MTEB task data is downloaded from the Hugging Face hub, "
+                         "which is not reachable from here (offline); evaluate task folders with --tasks DIR instead")
+    from ..errors import require
+    from ..models import resolve_model
+
+    mteb = require("mteb", "mteb", "--mteb (named MTEB tasks)")
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(resolve_model(model, want="embedder"), device="cpu")
+    try:
+        tasks = mteb.get_tasks(tasks=list(names), languages=["eng"])
+    except Exception as exc:  # unknown task names
+        raise SpeedError(f"--mteb: {exc}") from None
+    evaluation = mteb.MTEB(tasks=tasks)
+    res = evaluation.run(st, output_folder=output_dir, verbosity=0)
+    out = {}
+    for r in res:
+        name = getattr(r, "task_name", str(r))
+        try:
+            score = r.get_score()
+        except Exception:  # pragma: no cover - API differences between mteb versions
+            score = None
+        out[name] = {"metric": "main_score", "main_score": score}
+    return {"model": model, "protocol": f"mteb-{getattr(mteb, '__version__', '?')}", "results": out}

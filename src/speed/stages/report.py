@@ -1,0 +1,30 @@
+"""Stage ``report``: the run report (``report/report.md`` and the self-contained ``report/report.html``).
+
+It renders whatever stages are done (funnel, quality, cost, evaluation, scaling) and runs at the
+end of a run; ``speed report RUN_DIR`` renders the same at any time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REQUIRES: tuple[str, ...] = ("evaluate",)
+ROLES: tuple[str, ...] = ()
+
+
+@dataclass
+class Config:
+    prices: str | None = None  # a JSON/YAML price table {model: [prompt, completion] USD per 1M tokens}
+
+    def validate(self, where: str) -> None:
+        pass
+
+
+def run(ctx) -> None:
+    from ..analysis.cost import PriceTable
+    from ..analysis.report import write_report
+
+    res = write_report(ctx.rundir.path, ctx.dir, PriceTable.load(ctx.cfg.prices))
+    for p in ["report.md", "report.html"] + [p.rsplit("/", 1)[-1] for p in res["plots"]]:
+        ctx.register_output(p)
+    ctx.counts.update({"sections": len(res["sections"]), "plots": len(res["plots"])})

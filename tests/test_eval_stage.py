@@ -1,0 +1,59 @@
+"""The evaluate stage: the trained embedder against the base on the configured tasks, results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from speed.config import ModelRef, RunConfig, SpeedConfig
+from speed.rundir import RunDir, StageContext
+from speed.stages import evaluate as stage
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "eval"
+
+
+def test_evaluate_stage_trained_vs_base(tmp_path):
+    from speed.models import resolve_model
+
+    base_dir = resolve_model("all-minilm-l6-v2", want="embedder")
+    rd = RunDir(tmp_path / "run")
+    rd.write_manifest({"run": "t", "stages": {}})
+    # a "trained" model: a copy of the base folder (linked), as train-embedder would record it
+    (tmp_path / "run" / "train-embedder").mkdir(parents=True)
+    os.symlink(base_dir, tmp_path / "run" / "train-embedder" / "model")
+    rd.update_stage("train-embedder", status="done", artifacts={"model": {"path": "model"}})
+    cfg = stage.Config(tasks=[str(FIX / "valid" / "TinySTS"), str(FIX / "valid" / "TinyPairs")],
+                       cache_dir=str(tmp_path / "cache"))
+    config = SpeedConfig(run=RunConfig(name="t"), stages={"evaluate": cfg},
+                         models={"embedder": ModelRef(backend="sentence-transformers", model="all-minilm-l6-v2",
+                                                      instruction=False)})
+    stage.preflight(config, cfg)
+    ctx = StageContext(name="evaluate", config=config, cfg=cfg, rundir=rd)
+    stage.run(ctx)
+    body = json.loads((tmp_path / "run" / "evaluate" / "results.json").read_text())
+    assert body["is_trained"] is True
+    assert body["trained"]["model"].endswith("train-embedder/model") and body["base"]["model"] == "all-minilm-l6-v2"
+    assert set(body["delta"]) == {"TinySTS", "TinyPairs", "average"}
+    assert abs(body["delta"]["TinySTS"]) < 1e-6  # the same weights
+    assert body["base"]["encode"]["encoded"] == 0  # same weights, same identity: all from the cache
+    assert {"results.json", "results.txt"} <= set(ctx.outputs)
+    assert stage.REQUIRES == ("train-embedder",) and stage.ROLES == ("embedder",)
+
+
+def test_stage_sections_parse_once_registered(monkeypatch):
+    """What the registry lines enable: `evaluate:` and `report:` sections in a config."""
+    from speed import stages
+    from speed.config import build_config
+    from speed.errors import ConfigError
+
+    monkeypatch.setitem(stages._IMPLEMENTED, "evaluate", "speed.stages.evaluate")
+    monkeypatch.setitem(stages._IMPLEMENTED, "report", "speed.stages.report")
+    cfg = build_config({"models": {"embedder": "all-minilm-l6-v2"},
+                        "evaluate": {"tasks": [str(FIX / "valid" / "TinySTS")], "instruction": "off"},
+                        "report": {"prices": None}})
+    assert cfg.stage("evaluate").instruction == "off" and cfg.stage("report").prices is None
+    import pytest
+
+    with pytest.raises(ConfigError, match="evaluate.instruction"):
+        build_config({"evaluate": {"instruction": "maybe"}})
