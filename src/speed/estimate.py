@@ -18,19 +18,12 @@ PER_CALL: dict[str, tuple[int, int]] = {
     "revise": (600, 250),
 }
 
-# USD per 1M tokens (prompt, completion); local models cost nothing per token.
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-}
-
-
 def price_of(ref) -> tuple[float, float]:
+    from .analysis.cost import DEFAULT_PRICES
+
     if ref is None or ref.backend != "openai":
         return (0.0, 0.0)
-    return PRICES.get(ref.model, (0.0, 0.0))
+    return DEFAULT_PRICES.get(ref.model, (0.0, 0.0))
 
 
 def _calls(config, name: str) -> int | None:

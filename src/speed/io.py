@@ -65,8 +65,8 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
     return n
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield one dict per non-empty line; a broken line is an InputError naming file and line."""
+def read_jsonl_numbered(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, dict) per non-empty line; a broken line is an InputError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
@@ -80,7 +80,13 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield row
+            yield lineno, row
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield one dict per non-empty line (see ``read_jsonl_numbered``)."""
+    for _, row in read_jsonl_numbered(path):
+        yield row
 
 
 def count_lines(path: str | os.PathLike) -> int:

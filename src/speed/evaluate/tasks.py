@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InputError
+from ..io import read_jsonl_numbered
 
 TASK_TYPES: dict[str, str] = {
     "sts": "cosine_spearman",
@@ -80,19 +81,7 @@ def _line_of(text: str, needle: str) -> int:
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict]]:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+    return read_jsonl_numbered(path)
 
 
 def _field(path: Path, lineno: int, row: dict, key: str, kinds: tuple, what: str):
