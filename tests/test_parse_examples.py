@@ -171,6 +171,23 @@ def test_brainstorm_outputs():
     assert r.ok and r.value == ["find a thing", "match two things"]
 
 
+def test_brainstorm_markdown_lists_from_the_offline_teacher():
+    # real answers of qwen2.5-coder-1.5b-instruct (llama.cpp) to the brainstorm prompt
+    r = parse_brainstorm("- Find detailed land records for a specific property or area.\n"
+                         "- Retrieve historical trends in agricultural practices in a particular region.\n")
+    assert r.ok and r.value == ["Find detailed land records for a specific property or area.",
+                                "Retrieve historical trends in agricultural practices in a particular region."]
+    assert "markdown_list" in r.repairs
+    r = parse_brainstorm("- **Identify Relevant Listings:** Given a list of listings, find a matching one.\n"
+                         "- **Analyze Property Details:** Given a description, find similar properties.\n"
+                         "  - a nested note that is not a task\n")
+    assert r.ok and r.value == ["Identify Relevant Listings: Given a list of listings, find a matching one.",
+                                "Analyze Property Details: Given a description, find similar properties."]
+    r = parse_brainstorm("Tasks:\n1. Classify a medical condition by symptoms.\n2) Predict patient risk.\n")
+    assert r.ok and r.value == ["Classify a medical condition by symptoms.", "Predict patient risk."]
+    assert parse_brainstorm("- only one item").reason == "no_json"
+
+
 # judge -------------------------------------------------------------------------------------------
 
 def test_judge_outputs():

@@ -25,7 +25,8 @@ def _chat(messages):
 def test_brainstorm_renders_with_topic(kind):
     text = _chat(brainstorm_messages(kind, TOPIC, n_tasks=5))
     assert text.splitlines()[0].endswith(f"for the topic: {TOPIC}")
-    assert text.rstrip().endswith(f"for the topic: {TOPIC}")
+    assert f"Every task in the list must be for the topic: {TOPIC}" in text
+    assert text.rstrip().endswith('["first task ...", "second task ..."]')  # the format comes last
     assert "JSON list" in text and "about 5" in text
     if kind == "classification":
         assert "sentiment" in text  # the release's "avoid overused tasks" instruction

@@ -69,9 +69,10 @@ def brainstorm_messages(kind: str, topic: str, n_tasks: int = 5) -> list[dict[st
         f"Brainstorm a list of potentially useful {spec['what']} for the topic: {topic}",
         "Two examples, for reference only:\n" + "\n".join(f"- {e}" for e in spec["examples"]),
         "Follow these guidelines:\n" + "\n".join(f"- {g}" for g in spec["guidelines"]),
+        f"Every task in the list must be for the topic: {topic}",
         f"Reply with a JSON list of strings only, with about {n_tasks} elements; each element is a "
         f"distinct {spec['item']} described in one sentence of about 10 words. Do not explain yourself "
         "or write anything else. Be creative!",
-        f"Every task in the list must be for the topic: {topic}",
+        'Your whole answer is one JSON list, for example: ["first task ...", "second task ..."]',
     ]
     return [{"role": "user", "content": "\n\n".join(parts)}]

@@ -393,11 +393,33 @@ def parse_example(kind: str, text: str, attributes: dict[str, Any] | None = None
 # brainstorm, judge, revision
 
 
+_BULLET = re.compile(r"^(?:[-*\u2022]|\d{1,3}[.)])\s+(.+)$")
+
+
+def _markdown_items(text: str) -> list[str]:
+    """Top-level items of a Markdown bulleted or numbered list (bold markers and trailing ':' removed)."""
+    out = []
+    for line in str(text).splitlines():
+        m = _BULLET.match(line.rstrip())
+        if m:
+            item = m.group(1).replace("**", "").replace("__", "").strip().strip('"').strip()
+            if item.endswith(":"):
+                item = item[:-1].strip()
+            if item:
+                out.append(item)
+    return out
+
+
 def parse_brainstorm(text: str) -> Parsed:
     """A list of task strings (possibly wrapped in an object); non-strings dropped, duplicates removed."""
     raw = text if isinstance(text, str) else repr(text)
     try:
         val, reason, detail, repairs = extract_json(text, "list")
+        if reason == "no_json":
+            items = _markdown_items(text)
+            if len(items) >= 2:  # a bulleted / numbered list instead of JSON: take its top-level items
+                val, reason = items, None
+                repairs.append("markdown_list")
         if reason:
             return _reject(raw, reason, detail, repairs)
         if isinstance(val, dict):
