@@ -226,3 +226,10 @@ def test_paper_config_dry_run_prints_the_plan(tmp_path):
     assert teacher["seed"] == 25_000 and teacher["judge"] == 10_000 and teacher["revise-signals"] == 10_000
     assert plan["totals"]["usd"] > 0
     assert not (tmp_path / "paper").exists()
+
+
+def test_run_prints_a_closing_summary(tmp_path):
+    proc = run_cli("run", str(TOPICS_CFG), "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 0
+    assert f"== summary of {tmp_path / 'run'} ==" in proc.stdout
+    assert "stages done: 1 of 16" in proc.stdout and "teacher: 0 calls" in proc.stdout

@@ -44,8 +44,44 @@ def cmd_run(args) -> int:
         return 0
     install_signal_handlers()
     result = Pipeline(config, run_dir, overwrite=args.overwrite).run(args.from_stage, args.until)
-    print(f"run directory: {result['run_dir']} (speed status {result['run_dir']})")
+    print_summary(result["run_dir"])
     return 0
+
+
+def print_summary(run_dir) -> None:
+    """The closing summary of a run: counts, teacher cost, scores before and after, the report."""
+    from pathlib import Path
+
+    from .llm.ledger import totals
+    from .pipeline import status
+
+    st = status(run_dir)["stages"]
+    print(f"\n== summary of {run_dir} ==")
+    done = [n for n, s in st.items() if s["state"] == "done"]
+    print(f"stages done: {len(done)} of {len(st)}"
+          + (f" (skipped: {', '.join(n for n, s in st.items() if s['state'] == 'skipped')})"
+             if any(s["state"] == "skipped" for s in st.values()) else ""))
+    export = st.get("export", {})
+    if export.get("state") == "done":
+        c = export.get("counts", {})
+        print(f"examples exported: {c.get('rows')} by kind {c.get('by_kind')}; funnel {c.get('funnel')}")
+    teacher = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cache_hits": 0}
+    for s in st.values():
+        t = totals({"teacher": (s.get("usage") or {}).get("teacher", {})})
+        for k in teacher:
+            teacher[k] += t[k]
+    print(f"teacher: {teacher['calls']} calls, {teacher['prompt_tokens'] + teacher['completion_tokens']} tokens "
+          f"({teacher['cache_hits']} cache hits)")
+    ev = st.get("evaluate", {})
+    if ev.get("state") == "done":
+        trained, delta = ev["counts"].get("trained", {}), ev["counts"].get("delta", {}) or {}
+        for task, score in trained.items():
+            b = score - delta[task] if task in delta else None
+            print(f"  {task:<34} base {'-' if b is None else f'{b:.4f}'}  fine-tuned {score:.4f}")
+    report = Path(run_dir) / "report" / "report.html"
+    if report.exists():
+        print(f"report: {report}")
+    print(f"details: speed status {run_dir}")
 
 
 # -- speed status -----------------------------------------------------------------------------------
