@@ -466,18 +466,27 @@ def _as_index(v: Any) -> int | None:
     return None
 
 
+def _object_with_keys(text: str, raw: str, keys: tuple[str, ...]) -> tuple[Any, list[str], Parsed | None]:
+    """Extract a JSON object that has ``keys``: (value, repairs, None) or (None, repairs, rejection)."""
+    val, reason, detail, repairs = extract_json(text, "object")
+    if reason:
+        return None, repairs, _reject(raw, reason, detail, repairs)
+    if not isinstance(val, dict):
+        return None, repairs, _reject(raw, "not_an_object", f"expected a JSON object, got {type(val).__name__}",
+                                      repairs)
+    missing = [k for k in keys if k not in val]
+    if missing:
+        return None, repairs, _reject(raw, "missing_key", "missing " + ", ".join(missing), repairs)
+    return val, repairs, None
+
+
 def parse_judge(text: str, n_candidates: int) -> Parsed:
     """{reason, best, worst}: integer indices in [0, n_candidates), best != worst."""
     raw = text if isinstance(text, str) else repr(text)
     try:
-        val, reason, detail, repairs = extract_json(text, "object")
-        if reason:
-            return _reject(raw, reason, detail, repairs)
-        if not isinstance(val, dict):
-            return _reject(raw, "not_an_object", f"expected a JSON object, got {type(val).__name__}", repairs)
-        missing = [k for k in ("reason", "best", "worst") if k not in val]
-        if missing:
-            return _reject(raw, "missing_key", "missing " + ", ".join(missing), repairs)
+        val, repairs, rejected = _object_with_keys(text, raw, ("reason", "best", "worst"))
+        if rejected is not None:
+            return rejected
         dropped = sorted(str(k) for k in val if k not in ("reason", "best", "worst"))
         if not isinstance(val["reason"], str):
             return _reject(raw, "not_a_string", "reason is " + type(val["reason"]).__name__, repairs)
@@ -502,14 +511,9 @@ def parse_revision(kind: str, text: str, attributes: dict[str, Any] | None = Non
     """
     raw = text if isinstance(text, str) else repr(text)
     try:
-        val, reason, detail, repairs = extract_json(text, "object")
-        if reason:
-            return _reject(raw, reason, detail, repairs)
-        if not isinstance(val, dict):
-            return _reject(raw, "not_an_object", f"expected a JSON object, got {type(val).__name__}", repairs)
-        missing = [k for k in ("reason", "revision") if k not in val]
-        if missing:
-            return _reject(raw, "missing_key", "missing " + ", ".join(missing), repairs)
+        val, repairs, rejected = _object_with_keys(text, raw, ("reason", "revision"))
+        if rejected is not None:
+            return rejected
         dropped = sorted(str(k) for k in val if k not in ("reason", "revision"))
         why = val["reason"]
         if not isinstance(why, str):
