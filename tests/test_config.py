@@ -55,6 +55,8 @@ def test_model_refs():
     ({"models": {"teacher": {"model": "x", "api_key_env": "sk-123-abc"}}}, "models.teacher.api_key_env"),
     ({"models": {"teacher": {"backend": "llamacpp"}}}, "models.teacher.model = '' is not allowed"),
     ({"evaluat": {}}, "unknown section 'evaluat'"),
+    ({"scaling": {"sizes": [64, 32]}}, "scaling.sizes = [64, 32] is not allowed: increasing, without repeats"),
+    ({"scaling": {"factor": 1}}, "scaling.factor = 1.0 is not allowed: must be > 1"),
     ({"brainstorm": {"tasks_per_topc": 1}}, "unknown key 'brainstorm.tasks_per_topc'"),
     ({"train-junior": {"lr": 1}}, "unknown key 'train-junior.lr'"),
 ])

@@ -98,14 +98,16 @@ def test_speed_scaling_cli_trains_four_sizes(tmp_path):
     rd.write_manifest({"run": "scaling", "stages": {}})
     (tmp_path / "run" / "export").mkdir(parents=True)
     (tmp_path / "run" / "export" / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(64)))
-    proc = subprocess.run([sys.executable, "-m", "speed.cli_eval", "scaling", str(tmp_path / "run"),
-                           "--sizes", "8,16,32,64", "--tasks", str(FIX / "valid" / "TinySTS"),
+    # the sizes and the target come from the run's config (its `scaling` section)
+    (tmp_path / "run" / "config.yaml").write_text("run: {name: scaling}\nscaling: {sizes: [8, 16, 32, 64], target_score: 0.9}\n")
+    proc = subprocess.run([sys.executable, "-m", "speed.cli_eval", "scaling", str(tmp_path / "run"), "--tasks", str(FIX / "valid" / "TinySTS"),
                            str(FIX / "valid" / "TinyClassification"), str(FIX / "valid" / "TinyPairs"),
-                           "--boot", "50", "--batch-size", "8", "--lr", "5e-4", "--target-score", "0.9", "--cache-dir", str(tmp_path / "c")],
+                           "--boot", "50", "--batch-size", "8", "--lr", "5e-4", "--cache-dir", str(tmp_path / "c")],
                           capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fit = json.loads((tmp_path / "run" / "scaling" / "fit.json").read_text())
     assert [p["size"] for p in fit["points"]] == [8, 16, 32, 64]
+    assert fit["target"] == 0.9
     assert len({p["score"] for p in fit["points"]}) > 1  # the models were really trained (they differ)
     for law in ("loglinear", "saturating"):
         f = fit["fits"][law]

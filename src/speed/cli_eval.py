@@ -73,35 +73,34 @@ def cmd_cost(args) -> int:
 
 # -- speed scaling -----------------------------------------------------------------------------------
 def _run_inputs(target: str, run_dir: str | None):
-    """(run directory, base embedder model name) from a config file or a run directory."""
+    """(run directory, base embedder model name, config or None) from a config file or a run directory."""
+    from .config import load_config
+
     p = Path(target)
     if p.is_dir():
+        cfg_path = p / "config.yaml"
+        cfg = load_config(cfg_path) if cfg_path.is_file() else None
         rd = p
-        cfg_path = rd / "config.yaml"
-        model = "all-minilm-l6-v2"
-        if cfg_path.is_file():
-            from .config import build_config, read_yaml
-
-            cfg = build_config(read_yaml(cfg_path), source=str(cfg_path))
-            if "embedder" in cfg.models:
-                model = cfg.models["embedder"].model
-        return Path(run_dir) if run_dir else rd, model
-    if p.is_file():
-        from .config import load_config
+    elif p.is_file():
         from .pipeline import default_run_dir
 
         cfg = load_config(p)
-        model = cfg.models["embedder"].model if "embedder" in cfg.models else "all-minilm-l6-v2"
-        return Path(run_dir) if run_dir else default_run_dir(cfg), model
-    raise InputError(f"{target}: neither a config file nor a run directory")
+        rd = default_run_dir(cfg)
+    else:
+        raise InputError(f"{target}: neither a config file nor a run directory")
+    model = cfg.models["embedder"].model if cfg is not None and "embedder" in cfg.models else "all-minilm-l6-v2"
+    return Path(run_dir) if run_dir else rd, model, cfg
 
 
 def cmd_scaling(args) -> int:
     from .analysis.scaling import TrainSettings, doubling_sizes, run_scaling
     from .io import read_jsonl
 
-    rd, model = _run_inputs(args.target, args.run_dir)
+    from .config import ScalingConfig
+
+    rd, model, cfg = _run_inputs(args.target, args.run_dir)
     model = args.model or model
+    sc = cfg.scaling if cfg is not None else ScalingConfig()  # the config's `scaling` section; flags override
     data = Path(args.data) if args.data else rd / "export" / "data.jsonl"
     if not data.is_file():
         raise InputError(f"{data}: file not found (run the pipeline through export first, or pass --data FILE)")
@@ -111,15 +110,19 @@ def cmd_scaling(args) -> int:
             sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         except ValueError:
             raise InputError(f"--sizes {args.sizes!r}: expected comma-separated integers") from None
+    elif sc.sizes:
+        sizes = list(sc.sizes)
     else:
-        sizes = doubling_sizes(len(rows), args.min_size, args.factor, args.max_size)
+        sizes = doubling_sizes(len(rows), args.min_size or sc.min_size, args.factor or sc.factor,
+                               args.max_size or sc.max_size)
+    target_score = args.target_score if args.target_score is not None else sc.target_score
     if len(sizes) < 3:
         _stderr(f"speed: warning: {len(sizes)} sizes; the saturating law needs at least 3")
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                              instruction=args.instruction == "on", seed=args.seed,
                              max_seq_length=args.max_seq_length)
     out = Path(args.out) if args.out else rd / "scaling"
-    doc = run_scaling(rows, model, out, sizes, task_dirs=args.tasks or None, settings=settings, target=args.target_score,
+    doc = run_scaling(rows, model, out, sizes, task_dirs=args.tasks or None, settings=settings, target=target_score,
                       n_boot=args.boot, cache_dir=args.cache_dir, keep_models=args.keep_models,
                       log=_stderr)
     if args.json:
@@ -174,12 +177,14 @@ def add_parsers(sub) -> None:
     s.add_argument("--run-dir", default=None, help="with a config: its run directory (default run.run_dir or runs/NAME)")
     s.add_argument("--data", default=None, help="training rows (default RUN_DIR/export/data.jsonl)")
     s.add_argument("--model", default=None, help="base embedder (default: the config's models.embedder)")
-    s.add_argument("--sizes", default=None, help="comma-separated subset sizes (default: doubling from --min-size)")
-    s.add_argument("--min-size", type=int, default=32)
-    s.add_argument("--factor", type=float, default=2.0)
+    s.add_argument("--sizes", default=None,
+                   help="comma-separated subset sizes (default: the config's scaling.sizes, else doubling)")
+    s.add_argument("--min-size", type=int, default=None, help="first doubling size (default scaling.min_size, 32)")
+    s.add_argument("--factor", type=float, default=None, help="growth factor (default scaling.factor, 2)")
     s.add_argument("--max-size", type=int, default=None)
     s.add_argument("--tasks", nargs="+", metavar="DIR", help="task folders (default: the built-ins)")
-    s.add_argument("--target-score", type=float, default=None, help="predict the data size that reaches this score")
+    s.add_argument("--target-score", type=float, default=None,
+                   help="predict the data size that reaches this score (default scaling.target_score)")
     s.add_argument("--epochs", type=float, default=1.0)
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--lr", type=float, default=2e-5)

@@ -97,11 +97,32 @@ class RunConfig:
 
 
 @dataclass
+class ScalingConfig:
+    """``speed scaling``: the nested subset sizes (explicit, or doubling from min_size) and a target."""
+
+    sizes: list[int] = field(default_factory=list)
+    min_size: int = 32
+    factor: float = 2.0
+    max_size: int | None = None
+    target_score: float | None = None
+
+    def validate(self, where: str) -> None:
+        for i, n in enumerate(self.sizes):
+            check(n >= 1, f"{where}.sizes[{i}]", n, "must be >= 1")
+        check(self.sizes == sorted(set(self.sizes)), f"{where}.sizes", self.sizes, "increasing, without repeats")
+        check(self.min_size >= 1, f"{where}.min_size", self.min_size, "must be >= 1")
+        check(self.factor > 1.0, f"{where}.factor", self.factor, "must be > 1")
+        check(self.max_size is None or self.max_size >= self.min_size, f"{where}.max_size", self.max_size,
+              "must be >= min_size")
+
+
+@dataclass
 class SpeedConfig:
     run: RunConfig
     models: dict[str, ModelRef]
     stages: dict[str, Any]
     source: str | None = None
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
 
     def stage(self, name: str):
         from .stages import stage_config_class
@@ -117,7 +138,8 @@ class SpeedConfig:
         return self.models[role]
 
     def to_dict(self) -> dict:
-        out = {"run": to_dict(self.run), "models": {k: to_dict(v) for k, v in self.models.items()}}
+        out = {"run": to_dict(self.run), "models": {k: to_dict(v) for k, v in self.models.items()},
+               "scaling": to_dict(self.scaling)}
         for name, cfg in self.stages.items():
             out[name] = to_dict(cfg)
         return out
@@ -175,6 +197,7 @@ def build_config(data: dict, source: str | None = None) -> SpeedConfig:
 
     data = dict(data)
     run = from_dict(RunConfig, data.pop("run", None), "run")
+    scaling = from_dict(ScalingConfig, data.pop("scaling", None), "scaling")
     models_raw = data.pop("models", None) or {}
     if not isinstance(models_raw, dict):
         raise ConfigError(f"config error: models = {models_raw!r} is not allowed: expected a mapping of roles")
@@ -189,7 +212,7 @@ def build_config(data: dict, source: str | None = None) -> SpeedConfig:
     for section, body in data.items():
         name = str(section).replace("_", "-")
         if name not in STAGE_ORDER:
-            allowed = ", ".join(("run", "models") + STAGE_ORDER)
+            allowed = ", ".join(("run", "models", "scaling") + STAGE_ORDER)
             raise ConfigError(f"config error: unknown section '{section}' (allowed: {allowed})")
         from .stages import is_implemented
 
@@ -197,7 +220,7 @@ def build_config(data: dict, source: str | None = None) -> SpeedConfig:
             raise ConfigError(f"config error: section '{section}' is for stage {name}, which is not implemented "
                               "yet; remove its keys")
         stages[name] = from_dict(stage_config_class(name), body, name)
-    return SpeedConfig(run=run, models=models, stages=stages, source=source)
+    return SpeedConfig(run=run, models=models, stages=stages, source=source, scaling=scaling)
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> SpeedConfig:
