@@ -71,6 +71,19 @@ def undersample(labels: Sequence, samples_per_label: int, idxs: np.ndarray | Non
     return chosen, idxs
 
 
+def used_training_rows(labels: Sequence, samples_per_label: int, n_experiments: int, seed: int = 42) -> list[int]:
+    """The training rows any of the ``n_experiments`` undersamplings picks (what mteb encodes).
+
+    The picks depend on the labels alone, so only these rows need an embedding."""
+    labels = list(labels)
+    used: set[int] = set()
+    idxs = None
+    for _ in range(n_experiments):
+        chosen, idxs = undersample(labels, samples_per_label, idxs, seed)
+        used.update(chosen)
+    return sorted(used)
+
+
 def _logreg(seed: int, max_iter: int):
     from sklearn.linear_model import LogisticRegression
 

@@ -32,11 +32,18 @@ def evaluate_task(encoder: Encoder, task: Task, instruction: bool) -> dict:
         m = protocol.sts_scores(e1, e2, d["score"], float(task.meta.get("min_score", 0)),
                                 float(task.meta.get("max_score", 5)))
     elif task.type == "classification":
-        tr, te = encoder.encode(d["train_text"], ins), encoder.encode(d["test_text"], ins)
+        seed = int(task.meta.get("seed", 42))
+        # encode only the training rows the undersampled experiments use (as mteb does): the
+        # others never reach the classifier
+        rows = protocol.used_training_rows(d["train_label"], task.samples_per_label, task.n_experiments, seed)
+        te = encoder.encode(d["test_text"], ins)
+        used = encoder.encode([d["train_text"][i] for i in rows], ins)
+        tr = np.zeros((len(d["train_text"]), used.shape[1] if used.size else te.shape[1]), dtype=np.float32)
+        tr[rows] = used
         m = protocol.classification_scores(tr, d["train_label"], te, d["test_label"],
                                            samples_per_label=task.samples_per_label,
                                            n_experiments=task.n_experiments,
-                                           seed=int(task.meta.get("seed", 42)),
+                                           seed=seed,
                                            max_iter=int(task.meta.get("max_iter", 100)))
         m["samples_per_label"] = task.samples_per_label
     elif task.type == "pair_classification":
