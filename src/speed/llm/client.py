@@ -22,7 +22,7 @@ from .cache import RequestCache, adapter_sha256, model_identity
 from .ledger import Ledger, UsageRecord
 
 CACHE_VERSION = 1
-PROGRESS_MIN = 16  # show a progress bar from this many uncached samples on
+PROGRESS_MIN = 2  # show a per-sample progress bar from this many uncached samples on
 
 
 def constraint_for(ref, request: Request) -> dict | None:

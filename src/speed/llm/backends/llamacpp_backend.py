@@ -6,7 +6,8 @@ own sampler knobs (top_k, min_p, repeat_penalty, ...; llama.cpp's defaults other
 ``options.n_batch`` / ``options.n_gpu_layers`` pass through; ``options.reuse_prefix: true`` keeps
 llama.cpp's KV-cache prefix reuse between calls (faster, but a sample then depends on the previous
 call, so reruns are no longer bit-identical). The model's own chat template is used
-(``create_chat_completion``). Samples run one after another under a lock (one context).
+(``create_chat_completion``). Samples run one after another under a lock (one context), and the
+client caches each as soon as it is done (``batch_size`` does not apply).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ class LlamaCppBackend:
         from ...errors import require
 
         self.ref = ref
-        self.preferred_batch = max(1, ref.batch_size)
+        # one sample at a time: each is cached and counted as soon as it exists (a kill loses at most
+        # the sample in flight) and the progress bar moves per sample; batching buys nothing here
+        self.preferred_batch = 1
         self._lock = threading.Lock()
         self._reuse_prefix = bool((ref.options or {}).get("reuse_prefix", False))
         if llama is not None:
