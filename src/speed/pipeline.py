@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import yaml
 from .config import SpeedConfig
 from .configschema import to_dict
 from .errors import SpeedError, StageNotImplemented
-from .io import atomic_write_text, stable_hash
+from .io import atomic_write_text, is_write_error, stable_hash, write_error
 from .llm.ledger import iter_ledger, summarize
 from .rundir import RunDir, StageContext, _now, clear_stage_dir, output_intact
 from .stages import STAGE_ORDER, is_implemented, stage_module
@@ -161,7 +162,19 @@ class Pipeline:
         log(f"[{name}] {'resuming' if resume else 'running'}")
         ctx = StageContext(name=name, config=self.config, cfg=self.config.stage(name), rundir=self.rundir)
         t0 = time.time()
-        mod.run(ctx)
+        try:
+            mod.run(ctx)
+        except OSError as exc:
+            if is_write_error(exc):  # e.g. a checkpoint on a full disk: one line, the stage stays partial
+                raise SpeedError(f"stage {name}: {write_error(exc)}") from None
+            raise
+        except sqlite3.OperationalError as exc:
+            msg = str(exc)
+            if any(w in msg for w in ("disk is full", "readonly", "unable to open", "disk I/O")):
+                cache = self.config.run.cache or (self.rundir.path / "cache.sqlite")
+                raise SpeedError(f"stage {name}: cannot write the request cache {cache}: {msg} "
+                                 "(check permissions and free space)") from None
+            raise
         seconds = round(time.time() - t0, 3)
         usage = summarize(iter_ledger(self.rundir.path / "ledger.jsonl"), stage=name)
         self.rundir.update_stage(name, status="done", outputs=ctx.outputs, counts=ctx.counts,

@@ -50,12 +50,19 @@ class Ledger:
         lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in recs)
         if not lines:
             return
+        from ..io import is_write_error, write_error
+
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(lines)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                if is_write_error(exc):
+                    raise write_error(exc, self.path) from None
+                raise
 
     def __iter__(self) -> Iterator[dict]:
         return iter_ledger(self.path)
