@@ -183,6 +183,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise ConfigError(f"config error: {path}: file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config error: {path}: not a YAML text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -72,7 +72,7 @@ def iter_ledger(path: str | os.PathLike) -> Iterator[dict]:
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:  # a garbled line fails to parse and is skipped
         for line in fh:
             try:
                 row = json.loads(line)
