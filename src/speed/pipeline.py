@@ -362,6 +362,10 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
                 check(config, cfg)
             except SpeedError as exc:  # e.g. an input that exists only where the run will happen
                 problems.append(f"{name}: {exc}")
+        try:
+            check_models(config, name)
+        except SpeedError as exc:  # e.g. a key variable set only where the run will happen
+            problems.append(f"{name}: {exc}")
         entry = manifest["stages"].get(name) or {}
         same = (entry.get("config_hash") == config_hash(config, name)
                 and entry.get("input_hash") == input_hash(manifest, name))
