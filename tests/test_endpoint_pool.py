@@ -198,7 +198,8 @@ def test_brainstorm_over_a_pool_with_a_flaky_endpoint(tmp_path):
 
 def test_api_key_reaches_the_server_and_no_file(tmp_path):
     """A distinctive key in the environment: every request carries it, no file under the run
-    directory (manifest, ledger, cache, config, stage outputs, status/cost output) contains it."""
+    directory (manifest, ledger, cache, config, stage outputs, the report) and no output of
+    run/status/cost/report/--dry-run contains it."""
     with FakeOpenAI() as a, FaultProxy(a.url, fail=lambda n: n % 3 == 0) as b:
         run_dir = tmp_path / "run"
         cfg = _config(tmp_path, [a.url, b.url])
@@ -208,12 +209,13 @@ def test_api_key_reaches_the_server_and_no_file(tmp_path):
     assert auth and set(auth) == {f"Bearer {KEY}"}
     outputs = [proc.stdout, proc.stderr]
     for args in (("status", str(run_dir)), ("status", str(run_dir), "--json"), ("cost", str(run_dir)),
-                 ("run", cfg, "--run-dir", str(run_dir), "--dry-run", "--json")):
+                 ("run", cfg, "--run-dir", str(run_dir), "--dry-run", "--json"), ("report", str(run_dir))):
         p = run_cli(*args, env={"SPEED_FAKE_KEY": KEY})
         assert p.returncode == 0, (args, p.stderr)
         outputs += [p.stdout, p.stderr]
     files = [p for p in run_dir.rglob("*") if p.is_file()]
-    assert {"manifest.json", "ledger.jsonl", "cache.sqlite", "config.yaml", "tasks.jsonl"} <= {p.name for p in files}
+    assert {"manifest.json", "ledger.jsonl", "cache.sqlite", "config.yaml", "tasks.jsonl", "report.html",
+            "report.md"} <= {p.name for p in files}
     for path in files:
         data = path.read_bytes()
         assert KEY.encode() not in data and b"SECRET-7f3a" not in data, path
