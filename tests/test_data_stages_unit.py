@@ -54,6 +54,7 @@ def _example(text, index):
 def scripted(monkeypatch):
     backend = Scripted(reply)
     monkeypatch.setattr("speed.llm.backends.make_backend", lambda ref: backend)
+    monkeypatch.setattr("speed.models.resolve.check_model_exists", lambda ref: None)  # the /fake/ models
     return backend
 
 

@@ -126,7 +126,7 @@ def test_faults_retried_counted_none_lost(fault_servers, tmp_path, monkeypatch):
     monkeypatch.setenv("SPEED_TEST_KEY", KEY)
     ref = ModelRef(backend="openai", model="fake-model", base_url=urls, api_key_env="SPEED_TEST_KEY",
                    max_concurrency=8, timeout_s=0.6, max_retries=MAX_RETRIES,
-                   options={"backoff_base_s": 0.05, "backoff_max_s": 0.2})
+                   options={"backoff_base_s": 0.05, "backoff_max_s": 0.2, "circuit_cooldown_s": 0.2})
     items = [f"{kind}:{i}" for i in range(3) for kind in SCRIPTS]
     reqs = [Request([{"role": "user", "content": it}], SamplingParams(temperature=0.0, max_tokens=4), seed=i)
             for i, it in enumerate(items)]

@@ -207,7 +207,7 @@ def test_shards_resume_at_the_shard_they_were_in(tmp_path):
 
 
 def test_from_needs_earlier_stages_done(tmp_path):
-    cfg = build_config({"run": {"name": "t"}})
+    cfg = build_config({"run": {"name": "t"}, "models": {"teacher": "smollm2-135m-instruct"}})
     with pytest.raises(SpeedError, match="stage brainstorm needs stage topics, which is not done"):
         Pipeline(cfg, tmp_path / "r").run(from_stage="brainstorm", until="brainstorm", log=lambda *a: None)
 

@@ -204,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a full disk or unwritable place met outside the atomic writers
+        from .io import is_write_error, write_error
+
+        if not is_write_error(exc):
+            raise
+        sys.stderr.write(f"speed: error: {write_error(exc)}\n")
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -105,6 +105,8 @@ def cmd_scaling(args) -> int:
     if not data.is_file():
         raise InputError(f"{data}: file not found (run the pipeline through export first, or pass --data FILE)")
     rows = list(read_jsonl(data))
+    if not rows:
+        raise InputError(f"{data}: no training rows (empty file)")
     if args.sizes:
         try:
             sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

@@ -59,6 +59,9 @@ class ModelRef:
         if self.backend == "openai":
             check(bool(self.base_url), f"{where}.base_url", self.base_url,
                   "the openai backend needs a base_url (or a list of them)")
+            from .llm.backends.openai_backend import check_options
+
+            check_options(self.options or {}, where)
         if self.api_key_env is not None:
             check(self.api_key_env.replace("_", "").isalnum(), f"{where}.api_key_env", self.api_key_env,
                   "the NAME of an environment variable (the key itself never goes in a config)")
@@ -180,6 +183,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise ConfigError(f"config error: {path}: file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config error: {path}: not a YAML text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -13,6 +13,19 @@ from typing import Any, Iterable, Iterator
 
 from .errors import InputError, SpeedError
 
+# a full disk, a quota, a read-only or unwritable place: the user's to fix, not a bug
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
+
+
+def write_error(exc: OSError, path: str | os.PathLike | None = None) -> SpeedError:
+    """The one-line SpeedError for an OSError met while writing ``path`` (or the error's own filename)."""
+    where = path if path is not None else (exc.filename or "a file")
+    return SpeedError(f"cannot write {where}: {exc.strerror or exc} (check permissions and free space)")
+
+
+def is_write_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
 
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike, mode: str = "w"):
@@ -25,7 +38,7 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w"):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise SpeedError(f"cannot write {path}: {exc.strerror or exc} (check permissions and free space)") from None
+        raise write_error(exc, path) from None
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
@@ -35,8 +48,8 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w"):
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
-            raise SpeedError(f"cannot write {path}: {exc.strerror} (check permissions and free space)") from None
+        if is_write_error(exc):
+            raise write_error(exc, path) from None
         raise
     except BaseException:
         with contextlib.suppress(OSError):
@@ -70,8 +83,12 @@ def read_jsonl_numbered(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text (a JSONL file has one JSON object per line)") from None
             if not line.strip():
                 continue
             try:

@@ -98,15 +98,20 @@ def iter_odp(path: Path) -> Iterator[str]:
 
 def iter_paths_file(path: Path) -> Iterator[str]:
     """One ``A/B/C`` path per line; blank lines and ``#`` comments are skipped."""
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            text = text.strip("/")
-            if any(not p.strip() for p in text.split("/")):
-                raise InputError(f"{path}:{lineno}: empty level in topic path {line.strip()!r}")
-            yield text
+    lineno = 0
+    try:
+        with _open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                text = text.strip("/")
+                if any(not p.strip() for p in text.split("/")):
+                    raise InputError(f"{path}:{lineno}: empty level in topic path {line.strip()!r}")
+                yield text
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{path}:{lineno + 1}: cannot read as UTF-8 text, one path per line "
+                         f"({exc.__class__.__name__})") from None
 
 
 def iter_iab_tsv(path: Path) -> Iterator[str]:

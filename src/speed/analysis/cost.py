@@ -56,7 +56,8 @@ class PriceTable:
                 else:
                     data = json.loads(p.read_text(encoding="utf-8"))
             except Exception as exc:
-                raise InputError(f"{p}: not a valid price table ({exc})") from None
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputError(f"{p}: not a valid price table ({why})") from None
             prices.update(_parse_prices(data, str(p)))
         if overrides:
             prices.update(_parse_prices(overrides, "prices"))

@@ -75,6 +75,10 @@ class Encoder:
         from ..models import resolve_model
 
         self.path = resolve_model(self.model, want="embedder")
+        folder = Path(self.path)
+        if folder.is_dir() and not any((folder / f).is_file() for f in ("modules.json", "config.json")):
+            raise ModelError(f"model folder {folder} is not a sentence-transformers or transformers model "
+                             "(no modules.json or config.json)")
         self._st = None
         self.identity = model_identity(self.path, self.cache, extra={"kind": "sentence-transformers"})
 

@@ -111,7 +111,10 @@ def read_task_json(folder: Path) -> dict:
     path = folder / "task.json"
     if not path.is_file():
         raise InputError(f"{path}: file not found (a task folder needs task.json)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}:1: not UTF-8 text (task.json is a JSON object)") from None
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -100,7 +100,8 @@ class LLMClient:
             stage=self.stage, role=self.role, model=self.ref.model, prompt_tokens=int(c.prompt_tokens),
             completion_tokens=int(c.completion_tokens), latency_s=0.0 if hits else round(float(c.latency_s), 4),
             cache_hit=hits, error=c.error, endpoint=c.endpoint, adapter_sha256=self.adapter_sha256, n=1,
-            attempts=0 if hits else int(c.attempts)) for c in comps)
+            attempts=0 if hits else int(c.attempts),
+            endpoint_failures=None if hits else c.endpoint_failures) for c in comps)
 
     def generate(self, requests: Sequence[Request], desc: str | None = None) -> list[list[Completion]]:
         """For each request, its ``n`` samples in order (cache hits, new completions or errors)."""

@@ -31,6 +31,7 @@ class UsageRecord:
     adapter_sha256: str | None = None
     n: int = 1
     attempts: int = 1  # tries it took (1 + retries); a failed request counts every try
+    endpoint_failures: dict[str, int] | None = None  # failed tries per endpoint URL (openai pool), if any
     at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict:
@@ -49,12 +50,19 @@ class Ledger:
         lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in recs)
         if not lines:
             return
+        from ..io import is_write_error, write_error
+
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(lines)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                if is_write_error(exc):
+                    raise write_error(exc, self.path) from None
+                raise
 
     def __iter__(self) -> Iterator[dict]:
         return iter_ledger(self.path)
@@ -64,7 +72,7 @@ def iter_ledger(path: str | os.PathLike) -> Iterator[dict]:
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:  # a garbled line fails to parse and is skipped
         for line in fh:
             try:
                 row = json.loads(line)
@@ -104,6 +112,24 @@ def summarize(rows: Iterable[dict], stage: str | None = None) -> dict:
         t["prompt_tokens"] += int(row.get("prompt_tokens", 0))
         t["completion_tokens"] += int(row.get("completion_tokens", 0))
         t["latency_s"] = round(t["latency_s"] + float(row.get("latency_s", 0.0)), 3)
+    return out
+
+
+def by_endpoint(rows: Iterable[dict], stage: str | None = None) -> dict[str, dict]:
+    """Per endpoint URL: requests it ``answered`` and the ``failures`` (failed tries) it caused.
+
+    Only requests that reached a model count (not cache hits); a request answered by one endpoint
+    after failing on another counts as answered there and as a failure on the other.
+    """
+    out: dict[str, dict] = {}
+    for row in rows:
+        if row.get("cache_hit") or (stage is not None and row.get("stage") != stage):
+            continue
+        ep = row.get("endpoint")
+        if ep and not row.get("error"):
+            out.setdefault(ep, {"answered": 0, "failures": 0})["answered"] += 1
+        for url, n in (row.get("endpoint_failures") or {}).items():
+            out.setdefault(url, {"answered": 0, "failures": 0})["failures"] += int(n)
     return out
 
 

@@ -60,6 +60,19 @@ def resolve_model(ref: str, want: Want = "any", prepare_if_needed: bool = True) 
             raise ModelError(f"model path {path} is a file; this backend needs a model folder "
                              "(a GGUF file runs with backend: llamacpp)")
         return str(path)
+    return _unresolved(ref)
+
+
+def check_model_exists(ref: str) -> None:
+    """Raise the ModelError ``resolve_model`` would for a reference that can never resolve (not an
+    offline name, not an existing path, not a reachable hub id). Cheap: nothing is prepared."""
+    if get_offline(ref) is not None or Path(ref).expanduser().exists():
+        return
+    _unresolved(ref)
+
+
+def _unresolved(ref: str) -> str:
+    """A reference that is neither an offline name nor an existing path: a hub id, or a ModelError."""
     looks_local = ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or ref.count("/") > 1
     if looks_local or "/" not in ref:
         names = ", ".join(REGISTRY)

@@ -50,6 +50,18 @@ def load_rows(ctx, stage: str, filename: str) -> list[dict]:
     return list(ctx.read_input(stage, filename))
 
 
+def require_prompts(ctx, prompts: list, stats: dict) -> None:
+    """No prompt could be planned (no brainstorm task of the kinds asked, no topic): a one-line error."""
+    if prompts:
+        return
+    from ..errors import InputError
+
+    missing = ", ".join(sorted(stats.get("not_planned_no_task", {}))) or "any"
+    raise InputError(f"{ctx.input_path('brainstorm', 'tasks.jsonl')}: stage {ctx.name} has nothing to prompt with: "
+                     f"no task (or topic) for the kinds {missing}; see brainstorm/rejected.jsonl for why, "
+                     "or change proportions")
+
+
 def generate_examples(ctx, role: str, prompts, cfg, samples: int = 1, desc: str = "generate"):
     """Run prompts through ``role``'s model in shards; yield one row per (prompt, sample)."""
     client = ctx.llm(role)

@@ -93,6 +93,9 @@ def run(ctx) -> None:
             filtered.append({**row, "reason": "false_negative"})
         else:
             rows.append(row)
+    if not rows:
+        print(f"[export] warning: 0 examples to export ({len(examples)} reached it, {len(filtered)} filtered); "
+              "see the rejected / removed files of the earlier stages (speed status)", flush=True)
     ctx.write_jsonl("data.jsonl", rows)
     _write_parquet(ctx.dir / "data.parquet", rows)
     ctx.register_output("data.parquet", rows=len(rows))

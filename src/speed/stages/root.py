@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..configschema import check
 from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
-from ._gen import GenerationConfig, count_reason, generate_examples, load_rows, model_label
+from ._gen import GenerationConfig, count_reason, generate_examples, load_rows, model_label, require_prompts
 
 REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
 ROLES: tuple[str, ...] = ("junior",)
@@ -38,6 +38,7 @@ def run(ctx) -> None:
     plan_stats: dict = {}
     prompts = plan_prompts(ctx.seed, "root", cfg.count, cfg.proportions, load_rows(ctx, "brainstorm", "tasks.jsonl"),
                            load_rows(ctx, "topics", "topics.jsonl"), plan_stats)
+    require_prompts(ctx, prompts, plan_stats)
     model = model_label(ctx, "junior")
     by_prompt: dict[str, dict] = {}
     valid = 0

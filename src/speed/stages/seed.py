@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..configschema import check
 from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
-from ._gen import GenerationConfig, generate_examples, load_rows, model_label, sft_record, split_rows
+from ._gen import GenerationConfig, generate_examples, load_rows, model_label, require_prompts, sft_record, split_rows
 
 REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
 ROLES: tuple[str, ...] = ("teacher",)
@@ -35,6 +35,7 @@ def run(ctx) -> None:
     plan_stats: dict = {}
     prompts = plan_prompts(ctx.seed, "seed", cfg.count, cfg.proportions, load_rows(ctx, "brainstorm", "tasks.jsonl"),
                            load_rows(ctx, "topics", "topics.jsonl"), plan_stats)
+    require_prompts(ctx, prompts, plan_stats)
     model = model_label(ctx, "teacher")
     rows = list(generate_examples(ctx, "teacher", prompts, cfg, desc="seed"))
     examples, rejected = split_rows(ctx, rows, "seed", model)

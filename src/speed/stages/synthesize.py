@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..configschema import check
 from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
-from ._gen import GenerationConfig, generate_examples, load_rows, model_label, split_rows
+from ._gen import GenerationConfig, generate_examples, load_rows, model_label, require_prompts, split_rows
 
 REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
 ROLES: tuple[str, ...] = ("senior",)
@@ -37,6 +37,7 @@ def run(ctx) -> None:
     prompts = plan_prompts(ctx.seed, "synthesize", cfg.count, cfg.proportions,
                            load_rows(ctx, "brainstorm", "tasks.jsonl"), load_rows(ctx, "topics", "topics.jsonl"),
                            plan_stats)
+    require_prompts(ctx, prompts, plan_stats)
     model = model_label(ctx, "senior")
     rows = list(generate_examples(ctx, "senior", prompts, cfg, samples=cfg.samples_per_prompt, desc="synthesize"))
     examples, rejected = split_rows(ctx, rows, "synthesize", model)

@@ -113,6 +113,11 @@ def run(ctx) -> None:
     set_threads(hp["threads"])
     instruction = instruction_on(ref.instruction, family)
     rows = list(ctx.read_input("export", "data.jsonl"))
+    if not rows:
+        from ..errors import InputError
+
+        raise InputError(f"{ctx.input_path('export', 'data.jsonl')}: no training rows (export kept none; "
+                         "its DATACARD.md funnel shows where they went)")
     summary = train_embedder(ctx, hp, path, family, instruction, cfg.query_template, rows)
     history = summary.pop("history")
     ctx.counts.update(summary)

@@ -77,9 +77,10 @@ class Completion:
     latency_s: float = 0.0
     error: str | None = None
     cache_hit: bool = False
-    endpoint: str | None = None
+    endpoint: str | None = None  # the endpoint that answered (or the last one tried)
     attempts: int = 1
     index: int = 0
+    endpoint_failures: dict[str, int] | None = None  # failed attempts per endpoint (openai pool)
 
     @property
     def ok(self) -> bool:

@@ -6,12 +6,15 @@ the key; the key is never logged or written), ``max_concurrency`` (requests in f
 ``timeout_s`` (per request), ``max_retries``, ``json_mode``. ``options``: ``backoff_base_s``
 (0.5), ``backoff_max_s`` (30), ``max_retry_after_s`` (120, the cap on a server's Retry-After), ``json_format`` ("json_schema", the OpenAI form, or "json_object"
 for servers such as llama.cpp's that take ``{"type": "json_object", "schema": ...}``),
-``extra_body`` (dict merged into each request).
+``extra_body`` (dict merged into each request), ``circuit_failures`` (5) and ``circuit_cooldown_s``
+(30): an endpoint that fails that many tries in a row is out of rotation for the cooldown, then
+gets one trial request (see ``_Endpoints``). The config checks these keys' types and ranges.
 
 The openai client's own retries are off; this backend retries 408/409/429/5xx, timeouts, dropped
 connections and unreadable bodies with exponential backoff and full jitter, honouring
-``Retry-After`` / ``retry-after-ms``, and counts every try in ``Completion.attempts``. Other errors
-(400, 401, 404...) fail at once.
+``Retry-After`` / ``retry-after-ms``, and counts every try in ``Completion.attempts`` and the
+failed ones per endpoint in ``Completion.endpoint_failures``. A 400 fails that request at once;
+401/403/404 (wrong key, URL or model name) stop the stage with a one-line ModelError.
 """
 
 from __future__ import annotations
@@ -27,29 +30,111 @@ from ...errors import ModelError
 from .base import BackendRequest, Completion, error_text
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+FATAL_STATUS = {401, 403, 404}  # a wrong key, URL or model name: fail the stage with one line
+DEFAULT_CIRCUIT_FAILURES = 5  # consecutive failed attempts that take an endpoint out of rotation
+DEFAULT_CIRCUIT_COOLDOWN_S = 30.0  # how long it stays out before one trial request
+
+# options this backend reads: key -> (check, what is allowed)
+OPTIONS: dict[str, tuple[Any, str]] = {
+    "backoff_base_s": (lambda v: _num(v) and v >= 0, "a number >= 0 (seconds)"),
+    "backoff_max_s": (lambda v: _num(v) and v >= 0, "a number >= 0 (seconds)"),
+    "max_retry_after_s": (lambda v: _num(v) and v >= 0, "a number >= 0 (seconds)"),
+    "circuit_failures": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                         "an integer >= 0 (consecutive failures that take an endpoint out; 0 = never)"),
+    "circuit_cooldown_s": (lambda v: _num(v) and v > 0, "a number > 0 (seconds an endpoint stays out)"),
+    "json_format": (lambda v: v in ("json_schema", "json_object"), "json_schema or json_object"),
+    "extra_body": (lambda v: isinstance(v, dict), "a mapping merged into each request body"),
+}
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_options(options: dict[str, Any], where: str) -> None:
+    """Type- and range-check the options this backend reads (others, e.g. cache_salt, pass through)."""
+    from ...configschema import check
+
+    for key, (ok, allowed) in OPTIONS.items():
+        if key in options:
+            check(bool(ok(options[key])), f"{where}.options.{key}", options[key], allowed)
 
 
 class _Endpoints:
-    """Pick the endpoint with the fewest requests in flight (round-robin among equals)."""
+    """Pick the endpoint with the fewest requests in flight (round-robin among equals), with a breaker.
 
-    def __init__(self, urls: list[str]):
+    Circuit breaker per endpoint: after ``failures`` consecutive failed attempts (connection errors,
+    timeouts, 408/409/425/429/5xx, unreadable bodies) the endpoint is taken out of rotation for
+    ``cooldown_s`` seconds; then it is half-open: one trial request goes to it, and it is back in
+    rotation if that succeeds, out for another cooldown if not. When every endpoint is out,
+    ``acquire`` waits for the earliest to come back instead of failing. ``failures=0`` turns the
+    breaker off. ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(self, urls: list[str], failures: int = 5, cooldown_s: float = 30.0, clock=time.monotonic):
         self.urls = urls
         self.outstanding = [0] * len(urls)
+        self.threshold = int(failures)
+        self.cooldown_s = float(cooldown_s)
+        self.consecutive = [0] * len(urls)
+        self.open_until: list[float | None] = [None] * len(urls)  # None: closed
+        self.probing = [False] * len(urls)  # a half-open trial request is in flight
+        self.trips = [0] * len(urls)  # times the breaker opened, per endpoint
+        self.failed = [0] * len(urls)  # failed attempts, per endpoint
+        self.answered = [0] * len(urls)
+        self._clock = clock
         self._rr = 0
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+
+    def _available(self, i: int, now: float) -> bool:
+        until = self.open_until[i]
+        if until is None:
+            return True
+        return until <= now and not self.probing[i]  # half-open: one trial at a time
 
     def acquire(self) -> int:
-        with self._lock:
-            n = len(self.urls)
-            order = [(self._rr + k) % n for k in range(n)]
-            best = min(order, key=lambda i: self.outstanding[i])
-            self.outstanding[best] += 1
-            self._rr = (best + 1) % n
-            return best
+        with self._cond:
+            while True:
+                now = self._clock()
+                n = len(self.urls)
+                order = [(self._rr + k) % n for k in range(n)]
+                ready = [i for i in order if self._available(i, now)]
+                if ready:
+                    best = min(ready, key=lambda i: self.outstanding[i])
+                    if self.open_until[best] is not None:
+                        self.probing[best] = True
+                    self.outstanding[best] += 1
+                    self._rr = (best + 1) % n
+                    return best
+                # every endpoint is out: wait for the earliest cooldown to end (or a trial to finish)
+                waits = [u - now for i, u in enumerate(self.open_until) if u is not None and not self.probing[i]]
+                self._cond.wait(timeout=max(0.001, min(waits)) if waits else None)
 
-    def release(self, i: int) -> None:
-        with self._lock:
+    def release(self, i: int, failed: bool = False) -> None:
+        """Return endpoint ``i``; ``failed`` when the attempt failed in a way that blames the endpoint."""
+        with self._cond:
             self.outstanding[i] -= 1
+            if failed:
+                self.failed[i] += 1
+                self.consecutive[i] += 1
+                if self.threshold > 0 and (self.probing[i] or self.consecutive[i] >= self.threshold):
+                    if self.open_until[i] is None or self.probing[i] or self.open_until[i] <= self._clock():
+                        self.trips[i] += 1
+                    self.open_until[i] = self._clock() + self.cooldown_s
+            else:
+                self.answered[i] += 1
+                self.consecutive[i] = 0
+                self.open_until[i] = None
+            self.probing[i] = False
+            self._cond.notify_all()
+
+    def state(self) -> dict[str, dict]:
+        """Per endpoint: answered and failed attempts, breaker trips, and whether it is out now."""
+        with self._cond:
+            now = self._clock()
+            return {u: {"answered": self.answered[i], "failed": self.failed[i], "trips": self.trips[i],
+                        "open": self.open_until[i] is not None and self.open_until[i] > now}
+                    for i, u in enumerate(self.urls)}
 
 
 def retry_after_s(headers: Any) -> float | None:
@@ -85,6 +170,7 @@ class OpenAIBackend:
         key = ref.api_key()
         if ref.api_key_env and key is None:
             raise ModelError(f"the environment variable {ref.api_key_env} (named by api_key_env) is not set")
+        self._key = key
         opts = ref.options or {}
         self.backoff_base = float(opts.get("backoff_base_s", 0.5))
         self.backoff_max = float(opts.get("backoff_max_s", 30.0))
@@ -93,7 +179,8 @@ class OpenAIBackend:
         self.extra_body = dict(opts.get("extra_body") or {})
         self.max_retries = int(ref.max_retries)
         self.preferred_batch = 4 * max(1, ref.max_concurrency)
-        self.endpoints = _Endpoints(list(urls))
+        self.endpoints = _Endpoints(list(urls), failures=int(opts.get("circuit_failures", DEFAULT_CIRCUIT_FAILURES)),
+                                    cooldown_s=float(opts.get("circuit_cooldown_s", DEFAULT_CIRCUIT_COOLDOWN_S)))
         self.clients = [openai.OpenAI(base_url=u, api_key=key or "EMPTY", max_retries=0, timeout=ref.timeout_s)
                         for u in urls]
         self._pool = ThreadPoolExecutor(max_workers=max(1, ref.max_concurrency), thread_name_prefix="speed-openai")
@@ -139,9 +226,11 @@ class OpenAIBackend:
         params = self._params(req, seed)
         t0 = time.monotonic()
         last = ""
+        failures: dict[str, int] = {}  # failed attempts per endpoint, recorded in the ledger
         for attempt in range(1, self.max_retries + 2):
             ep = self.endpoints.acquire()
             url = self.endpoints.urls[ep]
+            blame = False
             try:
                 resp = self.clients[ep].chat.completions.create(**params)
                 choice = resp.choices[0]
@@ -152,14 +241,25 @@ class OpenAIBackend:
                 return Completion(text=text, finish_reason=choice.finish_reason,
                                   prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                                   completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                                  latency_s=time.monotonic() - t0, endpoint=url, attempts=attempt, index=index)
+                                  latency_s=time.monotonic() - t0, endpoint=url, attempts=attempt, index=index,
+                                  endpoint_failures=failures or None)
             except Exception as exc:  # noqa: BLE001 - classified below
                 retryable, wait, last = self._classify(exc)
+                if self._key:
+                    last = last.replace(self._key, "***")  # a server that echoes the key: keep it off disk
+                status = getattr(exc, "status_code", None)
+                if status in FATAL_STATUS:  # every request would fail the same way: stop the stage
+                    hint = ("check the key in the variable named by api_key_env" if status in (401, 403)
+                            else "check base_url and the served model name")
+                    raise ModelError(f"{self.ref.model} at {url}: {last} ({hint})")
+                blame = retryable  # the endpoint is down or overloaded (a 400 is the request's fault)
+                if retryable:
+                    failures[url] = failures.get(url, 0) + 1
                 if not retryable or attempt > self.max_retries:
                     return Completion(error=last, latency_s=time.monotonic() - t0, endpoint=url, attempts=attempt,
-                                      index=index)
+                                      index=index, endpoint_failures=failures or None)
             finally:
-                self.endpoints.release(ep)
+                self.endpoints.release(ep, failed=blame)
             backoff = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
             delay = self._rng.uniform(0, backoff)  # full jitter
             if wait is not None:  # the server said when: wait that long (capped), plus a little jitter
@@ -172,7 +272,13 @@ class OpenAIBackend:
     def generate(self, requests: Sequence[BackendRequest]) -> list[list[Completion]]:
         futures = [[self._pool.submit(self._one, req, i, seed) for i, seed in zip(req.indices, req.seeds())]
                    for req in requests]
-        return [[f.result() for f in row] for row in futures]
+        try:
+            return [[f.result() for f in row] for row in futures]
+        except ModelError:
+            for row in futures:
+                for f in row:
+                    f.cancel()
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
