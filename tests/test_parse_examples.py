@@ -240,3 +240,19 @@ def test_truncation_repairs_are_labelled():
     assert r.ok and {"closed_brackets", "closed_string"} <= set(r.repairs)
     r = parse_example("sts", '{"S1": "a cat sat", "S2": "a cat sits", "S3": "a dog ran", "no')
     assert r.ok and "cut_member" in r.repairs
+
+
+def test_small_model_json_slips_are_repaired_and_named():
+    """``\\'`` (not a JSON escape) and a missing comma before the next key, both seen from SmolLM2."""
+    text = ('{\n  "user_query": "The medication\\\'s side effects",\n'
+            '  "positive_document": "It lists the side effects of the medication in detail."\n'
+            '  "hard_negative_document": "It lists the prices of the medication."\n}')
+    p = parse_example("retrieval", text)
+    assert p.ok, (p.reason, p.detail)
+    assert p.value["user_query"] == "The medication's side effects"
+    assert p.repairs == ["bad_escape", "missing_comma"]
+    # an escaped backslash before a quote is left alone; a quote inside a value is still invalid
+    assert parse_example("retrieval", '{"user_query": "a\\\\\'b", "positive_document": "x y", '
+                                      '"hard_negative_document": "z w"}').value["user_query"] == "a\\'b"
+    assert parse_example("retrieval", '{"user_query": "the "q" itself", "positive_document": "x y", '
+                                      '"hard_negative_document": "z w"}').reason == "invalid_json"

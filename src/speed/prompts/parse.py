@@ -51,6 +51,12 @@ class Parsed:
 
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\r?\n?(.*?)(?:```|\Z)", re.S)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+# small models' JSON slips, repaired in this order: ``\'`` (not a JSON escape), a missing comma
+# between a string value and the next "key": on a new line, a trailing comma
+_BAD_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\'")
+_MISSING_COMMA = re.compile(r'"([ \t]*\n\s*)("[^"\n]{1,80}"\s*:)')
+_TEXT_REPAIRS = (("bad_escape", _BAD_ESCAPE, r"\1'"), ("missing_comma", _MISSING_COMMA, r'",\1\2'),
+                 ("trailing_comma", _TRAILING_COMMA, r"\1"))
 
 
 def _strip_fences(text: str, repairs: list[str]) -> str:
@@ -130,11 +136,16 @@ def _loads(candidate: str, repairs: list[str]) -> tuple[bool, Any]:
         return True, _json(candidate)
     except (ValueError, RecursionError):
         pass
-    fixed = _TRAILING_COMMA.sub(r"\1", candidate)
-    if fixed != candidate:
+    fixed, done = candidate, []
+    for name, pattern, repl in _TEXT_REPAIRS:  # cumulative: a text may need several
+        out = pattern.sub(repl, fixed)
+        if out == fixed:
+            continue
+        fixed = out
+        done.append(name)
         try:
             val = _json(fixed)
-            repairs.append("trailing_comma")
+            repairs.extend(done)
             return True, val
         except (ValueError, RecursionError):
             pass
