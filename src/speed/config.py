@@ -82,7 +82,12 @@ class RunConfig:
     seed: int = 0
     run_dir: str | None = None
     executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
+    ray_address: str | None = None  # None: start a local Ray; "auto", "HOST:PORT" or "ray://...": connect
+    ray_workers: int | None = None  # shard workers; None: as many as the cluster's CPUs (or GPUs) allow
+    ray_cpus_per_worker: float = 1.0
+    ray_gpus_per_worker: float = 0.0  # e.g. 1 for backend: vllm inside each worker
+    ray_object_store_mb: int = 256  # object store of a local Ray started by speed (shards travel as files)
+    ray_max_restarts: int = 2  # a worker that dies is restarted and its shard retried this many times
     until: str | None = None
     skip: list[str] = field(default_factory=list)
     cache: str | None = None
@@ -95,6 +100,15 @@ class RunConfig:
 
         check(bool(self.name) and "/" not in self.name, f"{where}.name", self.name, "a non-empty name without '/'")
         check(self.seed >= 0, f"{where}.seed", self.seed, "must be >= 0")
+        check(self.ray_address is None or bool(self.ray_address.strip()), f"{where}.ray_address", self.ray_address,
+              "null (start a local Ray), 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+        check(self.ray_workers is None or self.ray_workers >= 1, f"{where}.ray_workers", self.ray_workers,
+              "null or >= 1")
+        check(self.ray_cpus_per_worker > 0, f"{where}.ray_cpus_per_worker", self.ray_cpus_per_worker, "must be > 0")
+        check(self.ray_gpus_per_worker >= 0, f"{where}.ray_gpus_per_worker", self.ray_gpus_per_worker, "must be >= 0")
+        check(self.ray_object_store_mb >= 80, f"{where}.ray_object_store_mb", self.ray_object_store_mb,
+              "must be >= 80 (Ray's minimum)")
+        check(self.ray_max_restarts >= 0, f"{where}.ray_max_restarts", self.ray_max_restarts, "must be >= 0")
         check(self.until is None or self.until in STAGE_ORDER, f"{where}.until", self.until,
               "one of " + ", ".join(STAGE_ORDER))
 

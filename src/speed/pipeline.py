@@ -86,6 +86,9 @@ class Pipeline:
 
     def run(self, from_stage: str | None = None, until: str | None = None, log=print) -> dict:
         stages = select_stages(from_stage, until or self.config.run.until)
+        from .executors import check_available
+
+        check_available(self.config.run)  # e.g. executor: ray without ray installed: one line, nothing written
         # Resolve every config section and model reference of the selected stages before anything is written.
         for name in stages:
             if is_implemented(name) and name not in self.config.run.skip:
@@ -347,6 +350,12 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
     from .estimate import estimate
 
     rows, problems = [], []
+    from .executors import check_available
+
+    try:
+        check_available(config.run)
+    except SpeedError as exc:
+        problems.append(f"run.executor: {exc}")
     for name in stages:
         if name in config.run.skip:
             rows.append({"stage": name, "action": "skipped (run.skip)"})

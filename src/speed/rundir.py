@@ -48,6 +48,10 @@ class RunDir:
         self.manifest_path = self.path / "manifest.json"
         self._lock_fh = None
 
+    def __getstate__(self) -> dict:
+        """Pickled (for a shard worker), a run directory travels as its absolute path, without the lock."""
+        return {"path": self.path.resolve(), "manifest_path": self.manifest_path.resolve(), "_lock_fh": None}
+
     # -- locking ---------------------------------------------------------------------------------
     def lock(self) -> None:
         """Take an exclusive lock so that two runs cannot write one run directory at once."""
@@ -196,22 +200,26 @@ class StageContext:
         ``process(shard_items, shard_index)`` returns the rows of that shard. Each shard's rows are
         written atomically, then its marker; a killed stage resumes at the shard it was in.
         Yields every row of every shard, in order.
+
+        The executor (``run.executor``) decides where shards run: in this process, one after the
+        other (``local``), or on Ray workers (``ray``), which need ``process`` to be picklable and
+        to have no effect but its rows (a worker's changes to ``ctx`` are not seen here). Both write
+        the same files, so a stage started by one resumes under the other.
         """
+        from .executors import ShardTask, executor_for
         from .progress import progress
 
         n_shards = (len(items) + shard_size - 1) // shard_size
-        done_before = 0
+        tasks: list[ShardTask] = []
+        for i in range(n_shards):
+            out, marker = self.shard_paths(i, part)
+            if not (marker.exists() and out.exists()):
+                tasks.append(ShardTask(index=i, items=items[i * shard_size:(i + 1) * shard_size], out=out,
+                                       marker=marker))
+        done_before = n_shards - len(tasks)
         with progress(total=n_shards, desc=desc or f"{self.name} shards", unit="shard") as bar:
-            for i in range(n_shards):
-                out, marker = self.shard_paths(i, part)
-                if marker.exists() and out.exists():
-                    done_before += 1
-                    bar.update(1)
-                    continue
-                rows = list(process(items[i * shard_size:(i + 1) * shard_size], i))
-                n = atomic_write_jsonl(out, rows)
-                atomic_write_json(marker, {"rows": n, "sha256": sha256_file(out), "finished_at": _now()})
-                bar.update(1)
+            bar.update(done_before)
+            executor_for(self.config, self.name).run(tasks, process, on_done=lambda task: bar.update(1))
         self.counts.setdefault("shards", n_shards)
         self.counts["shards_resumed"] = done_before
         for i in range(n_shards):

@@ -3,7 +3,10 @@
 The key is a hash of the model identity (resolved weights + adapter sha256, backend-independent),
 the messages, the sampling parameters, the output constraint, the per-item seed and the sample
 index (see ``speed.llm.client.cache_key``). Only successful completions are stored. A connection
-per thread keeps it safe under the thread pools the backends use.
+per thread keeps it safe under the thread pools the backends use; WAL mode, a busy timeout and
+``BEGIN IMMEDIATE`` writes keep it safe when several processes on one machine write it at once
+(SQLite's WAL needs a local filesystem: the Ray executor routes workers on other machines through
+one store process, see ``speed.executors.ray_executor``). Pickled, a cache travels as its path.
 """
 
 from __future__ import annotations
@@ -41,13 +44,18 @@ class RequestCache:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=60000")  # before anything that may wait on another process
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
         return conn
+
+    def __reduce__(self):
+        from .remote import open_cache
+
+        return open_cache, (str(self.path.resolve()),)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}

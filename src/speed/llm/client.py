@@ -72,6 +72,20 @@ class LLMClient:
         self._engine = {k: opts[k] for k in ("sampler", "cache_salt") if k in opts}
         self.calls = 0  # samples sent to the backend by this client
 
+    def __getstate__(self) -> dict:
+        """Pickled (to go to a worker process), a client leaves its loaded backend behind."""
+        state = dict(self.__dict__)
+        state["_backend"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        from .remote import adopt, current
+
+        self.__dict__.update(state)
+        if current() is not None:  # in an executor worker: its share of an endpoint pool, no own bars
+            self.ref = adopt(self.ref)
+            self.show_progress = False
+
     @property
     def backend(self) -> Backend:
         if self._backend is None:
@@ -93,15 +107,29 @@ class LLMClient:
                 size = self.ref.batch_size
         return max(1, int(size))
 
-    def _record(self, comps: Sequence[Completion], hits: bool) -> None:
-        if self.ledger is None or not comps:
-            return
-        self.ledger.record_many(UsageRecord(
+    def _usage(self, comps: Sequence[Completion], hits: bool) -> list[UsageRecord]:
+        return [UsageRecord(
             stage=self.stage, role=self.role, model=self.ref.model, prompt_tokens=int(c.prompt_tokens),
             completion_tokens=int(c.completion_tokens), latency_s=0.0 if hits else round(float(c.latency_s), 4),
             cache_hit=hits, error=c.error, endpoint=c.endpoint, adapter_sha256=self.adapter_sha256, n=1,
             attempts=0 if hits else int(c.attempts),
-            endpoint_failures=None if hits else c.endpoint_failures) for c in comps)
+            endpoint_failures=None if hits else c.endpoint_failures) for c in comps]
+
+    def _record(self, comps: Sequence[Completion], hits: bool) -> None:
+        if self.ledger is None or not comps:
+            return
+        self.ledger.record_many(self._usage(comps, hits))
+
+    def _commit(self, to_cache: list, fresh: list[Completion]) -> None:
+        """Cache a chunk's successes, then record its samples in the ledger (in one step where the
+        cache and the ledger live in one store process, as under the Ray executor)."""
+        joint = getattr(self.cache, "put_many_and_record", None)
+        if joint is not None and self.ledger is not None and to_cache and fresh:
+            joint(to_cache, self.ledger, self._usage(fresh, hits=False))
+            return
+        if to_cache:
+            self.cache.put_many(to_cache)
+        self._record(fresh, hits=False)
 
     def generate(self, requests: Sequence[Request], desc: str | None = None) -> list[list[Completion]]:
         """For each request, its ``n`` samples in order (cache hits, new completions or errors)."""
@@ -174,9 +202,7 @@ class LLMClient:
                 fresh.append(c)
                 if c.error is None and self.cache is not None:
                     to_cache.append((s.key, self.model_id, c.to_dict()))
-        if to_cache:
-            self.cache.put_many(to_cache)
-        self._record(fresh, hits=False)
+        self._commit(to_cache, fresh)
 
     def close(self) -> None:
         if self._backend is not None:

@@ -3,11 +3,14 @@
 Every request a stage makes (cache hits included, flagged as such) is recorded with its stage,
 role, model identity, prompt and completion tokens, latency and error. The manifest sums it per
 stage and role; the cost report reads it. Appends are flushed line by line, so a killed process
-loses at most the line it was writing (a torn last line is ignored when reading).
+loses at most the line it was writing (a torn last line is ignored when reading). Each batch of
+lines is appended under an exclusive ``flock`` with one ``O_APPEND`` write, so that several
+processes appending at once never interleave their lines. Pickled, a ledger travels as its path.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -43,6 +46,11 @@ class Ledger:
         self.path = Path(path)
         self._lock = threading.Lock()
 
+    def __reduce__(self):
+        from .remote import open_ledger
+
+        return open_ledger, (str(self.path.resolve()),)
+
     def record(self, rec: UsageRecord) -> None:
         self.record_many([rec])
 
@@ -52,13 +60,22 @@ class Ledger:
             return
         from ..io import is_write_error, write_error
 
+        data = lines.encode("utf-8")
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(lines)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX)  # other processes wait: their lines never interleave with ours
+                    except OSError:  # a filesystem without locks: still one O_APPEND write per batch
+                        pass
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)  # releases the lock
             except OSError as exc:
                 if is_write_error(exc):
                     raise write_error(exc, self.path) from None

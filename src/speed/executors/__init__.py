@@ -1,0 +1,60 @@
+"""Where the shards of a generation stage run: here, one after the other, or on Ray workers.
+
+``StageContext.map_shards`` lists the shards that have no done-marker yet and hands them to the
+executor ``run.executor`` names. Every executor runs a shard with ``run_shard``: the rows of
+``process(items, index)`` go to the shard's JSONL file (atomically), then its ``.done`` marker.
+The files are the same whichever executor wrote them, so a stage started under one resumes under
+the other. Ray is an extra (``pip install 'speed[ray]'``), imported only when ``executor: ray``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+Process = Callable[[Sequence[Any], int], Iterable[Any]]
+
+
+@dataclass
+class ShardTask:
+    index: int
+    items: Sequence[Any]
+    out: Path
+    marker: Path
+
+
+class Executor(Protocol):
+    def run(self, tasks: list[ShardTask], process: Process, on_done: Callable[[ShardTask], None]) -> None:
+        """Run every task (shard); call ``on_done(task)`` once a task's marker is written."""
+
+
+def run_shard(task: ShardTask, process: Process) -> dict:
+    """Process one shard and write its rows, then its marker; return the marker."""
+    from ..io import atomic_write_json, atomic_write_jsonl, sha256_file
+    from ..rundir import _now
+
+    rows = list(process(task.items, task.index))
+    n = atomic_write_jsonl(task.out, rows)
+    marker = {"rows": n, "sha256": sha256_file(task.out), "finished_at": _now()}
+    atomic_write_json(task.marker, marker)
+    return marker
+
+
+def check_available(run_config) -> None:
+    """Fail at once (one line, exit 2) when the configured executor cannot run here."""
+    if getattr(run_config, "executor", "local") == "ray":
+        from .ray_executor import import_ray
+
+        import_ray()
+
+
+def executor_for(config, stage: str) -> Executor:
+    run = getattr(config, "run", None)
+    if run is None or run.executor == "local":
+        from .local import LocalExecutor
+
+        return LocalExecutor()
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(run, stage)
