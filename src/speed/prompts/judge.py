@@ -16,11 +16,11 @@ def judge_messages(data_prompt: str, candidates: Sequence[str]) -> list[dict[str
         f"It produced these {len(candidates)} outputs, numbered from 0:",
         f"<outputs>\n{listing}\n</outputs>",
         "Your job is to decide which output fits the prompt best and which fits it worst, and to "
-        "explain your decision.",
-        "Reply with a JSON object that has these keys:\n"
-        '- "reason": a string, why you picked them.\n'
+        "say why in one or two sentences.",
+        "Reply with a JSON object that has these keys, in this order (the decision first):\n"
         '- "best": an integer, the index of the output that fits the prompt best (indices start at 0).\n'
-        '- "worst": an integer, the index of the output that fits the prompt worst.',
+        '- "worst": an integer, the index of the output that fits the prompt worst.\n'
+        '- "reason": a string, why you picked them (one or two sentences).',
         "Reply with the JSON object only, and nothing else.",
     ])
     return [{"role": "user", "content": text}]

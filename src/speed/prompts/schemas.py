@@ -46,10 +46,10 @@ def example_schema(kind: str) -> dict:
 
 BRAINSTORM_SCHEMA: dict = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
 
-JUDGE_SCHEMA: dict = _object({
-    "reason": {"type": "string"},
+JUDGE_SCHEMA: dict = _object({  # the decision first: a verdict cut at max_tokens keeps it
     "best": {"type": "integer", "minimum": 0},
     "worst": {"type": "integer", "minimum": 0},
+    "reason": {"type": "string"},
 })
 
 REVISION_SCHEMA: dict = _object({"reason": {"type": "string"}, "revision": {"type": "string"}})
