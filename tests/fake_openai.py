@@ -51,12 +51,20 @@ class _Server:
         self.srv.server_close()
 
 
-def _send(h: BaseHTTPRequestHandler, code: int, body: bytes) -> None:
+def send_json(h: BaseHTTPRequestHandler, code: int, body: bytes) -> None:
     h.send_response(code)
     h.send_header("Content-Type", "application/json")
     h.send_header("Content-Length", str(len(body)))
     h.end_headers()
     h.wfile.write(body)
+
+
+def chat_completion(model: str, text: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    """An OpenAI chat-completion response body with one choice."""
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
 
 
 class FakeOpenAI(_Server):
@@ -79,12 +87,8 @@ class FakeOpenAI(_Server):
                 with outer.lock:
                     outer.served.append(prompt)
                     outer.auth.append(self.headers.get("Authorization"))
-                out = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                                 "total_tokens": len(prompt.split()) + len(text.split())}}
-                _send(self, 200, json.dumps(out).encode())
+                out = chat_completion(body["model"], text, len(prompt.split()), len(text.split()))
+                send_json(self, 200, json.dumps(out).encode())
 
         super().__init__(H)
 
@@ -113,7 +117,7 @@ class FaultProxy(_Server):
                 if fail(n):
                     with outer.lock:
                         outer.failed += 1
-                    _send(self, 500, b'{"error": {"message": "injected failure"}}')
+                    send_json(self, 500, b'{"error": {"message": "injected failure"}}')
                     return
                 path = self.path[len("/v1"):] if self.path.startswith("/v1") else self.path
                 headers = {"Content-Type": "application/json"}
@@ -124,6 +128,6 @@ class FaultProxy(_Server):
                     body, status = r.read(), r.status
                 with outer.lock:
                     outer.forwarded += 1
-                _send(self, status, body)
+                send_json(self, status, body)
 
         super().__init__(H)

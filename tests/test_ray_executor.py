@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from fake_openai import chat_completion, send_json
 from test_data_pipeline import _lines, _shards_done, _stage_status
 from test_data_stages_unit import reply
 from speed.config import ModelRef, build_config, load_config
@@ -153,16 +154,7 @@ class _Pool:
                 text = reply(body["messages"], 1 if digest[0] % 4 == 0 else 2 + digest[1])
                 if "Brainstorm" in body["messages"][-1]["content"]:  # reply() hashes with Python's hash()
                     text = json.dumps([f"Find documents about subject {digest[2]} angle {j}" for j in range(3)])
-                ok = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                   "finish_reason": "stop"}],
-                      "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
-                data = json.dumps(ok).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200, json.dumps(chat_completion(body["model"], text, 10, 5)).encode())
 
         srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
         srv.daemon_threads = True
