@@ -301,9 +301,10 @@ def test_ray_on_an_endpoint_pool_matches_local_even_when_a_worker_dies(tmp_path,
     syn = _lines(ray_dir / "synthesize" / "examples.jsonl")
     assert len(syn) + len(_lines(ray_dir / "synthesize" / "rejected.jsonl")) == 16
     assert 0 < len(syn) < 16 and len(_lines(ray_dir / "revise" / "examples.jsonl")) == len(syn)
-    # each call paid once and recorded once; the killed worker's unfinished request was asked again
+    # each call paid once and recorded once; the killed worker's unfinished chunk (its answers are
+    # cached and recorded together, at most shard_size = 2 requests here) was asked again
     assert _paid(ray_dir) == _paid(local) == 16 + len(syn)
-    assert _paid(ray_dir) <= pool.total() - hits_local <= _paid(ray_dir) + 1
+    assert _paid(ray_dir) <= pool.total() - hits_local <= _paid(ray_dir) + 2
     # each worker used its own endpoint: a shard's calls (one ledger write per chunk) went to one URL
     rows = [r for r in iter_ledger(ray_dir / "ledger.jsonl") if r["stage"] == "synthesize"]
     assert {r["endpoint"] for r in rows} == set(pool.urls)
