@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -68,8 +69,14 @@ def chat_completion(model: str, text: str, prompt_tokens: int, completion_tokens
 
 
 class FakeOpenAI(_Server):
-    def __init__(self, answer: Callable[[str], str] = brainstorm_answer):
+    """``answer(prompt)`` gives the reply text; or ``answer_request(body)`` from the whole request
+    (messages, seed, ...). ``delay_s``: how long each request takes."""
+
+    def __init__(self, answer: Callable[[str], str] = brainstorm_answer,
+                 answer_request: Callable[[dict], str] | None = None, delay_s: float = 0.0):
         self.answer = answer
+        self.answer_request = answer_request
+        self.delay_s = delay_s
         self.served: list[str] = []  # the last user message of every request answered
         self.auth: list[str | None] = []  # the Authorization header of every request
         outer = self
@@ -83,7 +90,9 @@ class FakeOpenAI(_Server):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = body["messages"][-1]["content"]
-                text = outer.answer(prompt)
+                if outer.delay_s:
+                    time.sleep(outer.delay_s)
+                text = outer.answer_request(body) if outer.answer_request else outer.answer(prompt)
                 with outer.lock:
                     outer.served.append(prompt)
                     outer.auth.append(self.headers.get("Authorization"))

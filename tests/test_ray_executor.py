@@ -19,13 +19,12 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
-from fake_openai import chat_completion, send_json
+from fake_openai import FakeOpenAI
 from test_data_pipeline import _lines, _shards_done, _stage_status
 from test_data_stages_unit import reply
 from speed.config import ModelRef, build_config, load_config
@@ -126,49 +125,27 @@ def test_cache_and_ledger_take_several_writer_processes(tmp_path):
 
 # -- a pool of OpenAI-shaped servers on loopback --------------------------------------------------
 
+def _pool_answer(body: dict) -> str:
+    """Deterministic in (messages, seed): every fourth sample is not an example."""
+    digest = hashlib.sha256(json.dumps([body["messages"], body.get("seed")]).encode()).digest()
+    if "Brainstorm" in body["messages"][-1]["content"]:  # reply() hashes with Python's hash()
+        return json.dumps([f"Find documents about subject {digest[2]} angle {j}" for j in range(3)])
+    return reply(body["messages"], 1 if digest[0] % 4 == 0 else 2 + digest[1])
+
+
 class _Pool:
+    """Two OpenAI-shaped servers on loopback answering ``_pool_answer``, counting what they served."""
+
     def __init__(self, delay_s: float):
-        self.delay_s = delay_s
-        self.lock = threading.Lock()
-        self.hits: dict[int, int] = {}
-        self.servers = [self._serve() for _ in range(2)]
-        self.urls = [f"http://127.0.0.1:{s.server_address[1]}/v1" for s in self.servers]
-
-    def _serve(self) -> ThreadingHTTPServer:
-        pool = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                time.sleep(pool.delay_s)
-                port = self.server.server_address[1]
-                with pool.lock:
-                    pool.hits[port] = pool.hits.get(port, 0) + 1
-                # deterministic in (messages, seed): every fourth sample is not an example
-                digest = hashlib.sha256(json.dumps([body["messages"], body.get("seed")]).encode()).digest()
-                text = reply(body["messages"], 1 if digest[0] % 4 == 0 else 2 + digest[1])
-                if "Brainstorm" in body["messages"][-1]["content"]:  # reply() hashes with Python's hash()
-                    text = json.dumps([f"Find documents about subject {digest[2]} angle {j}" for j in range(3)])
-                send_json(self, 200, json.dumps(chat_completion(body["model"], text, 10, 5)).encode())
-
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        return srv
+        self.servers = [FakeOpenAI(answer_request=_pool_answer, delay_s=delay_s).__enter__() for _ in range(2)]
+        self.urls = [s.url for s in self.servers]
 
     def total(self) -> int:
-        with self.lock:
-            return sum(self.hits.values())
+        return sum(len(s.served) for s in self.servers)
 
     def close(self) -> None:
         for s in self.servers:
-            s.shutdown()
-            s.server_close()
+            s.__exit__(None, None, None)
 
 
 @pytest.fixture
