@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/demo_stages.py [--run-dir runs/demo]          # a finished run
     .venv/bin/python benchmarks/demo_stages.py --run configs/demo.yaml        # run it first (fresh dir)
 
-Reads the run's manifest (each stage's wall seconds, as timed by the pipeline) and ledger (LLM
-calls actually made, their tokens and summed latency, per stage) and prints one row per stage:
+Reads the run's manifest (each stage's wall seconds, as timed by the pipeline, and its LLM usage
+from the ledger: calls actually made, their tokens and summed latency) and prints one row per stage:
 seconds, share of the total, calls, completion tokens, seconds inside model calls. The ratio is
 against the 30-minute budget of ``make demo`` (budget / total: above 1 means within budget), and
 the slowest stage is named. ``--run`` also measures the whole command's wall time (model loading
@@ -14,7 +14,6 @@ and process start-up included), the baseline the per-stage sum is compared with.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import subprocess
 import sys
@@ -28,28 +27,20 @@ BUDGET_S = 30 * 60
 
 
 def stage_table(run_dir: Path) -> list[dict]:
+    """One row per stage of the manifest: its wall seconds and the totals of its LLM usage (calls
+    that reached a model, their completion tokens and latency), as the pipeline recorded them."""
+    from speed.llm.ledger import totals
     from speed.stages import STAGE_ORDER
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    calls: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0, 0.0])
-    ledger = run_dir / "ledger.jsonl"
-    if ledger.exists():
-        for line in ledger.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("cache_hit"):
-                continue
-            c = calls[r.get("stage")]
-            c[0] += int(r.get("n", 1))
-            c[1] += int(r.get("completion_tokens", 0))
-            c[2] += float(r.get("latency_s", 0.0))
     rows = []
     for name in STAGE_ORDER:
         e = manifest["stages"].get(name)
         if not e:
             continue
-        n, toks, lat = calls.get(name, [0, 0, 0.0])
+        t = totals(e.get("usage") or {})
         rows.append({"stage": name, "status": e.get("status"), "seconds": float(e.get("seconds") or 0.0),
-                     "calls": n, "completion_tokens": toks, "llm_seconds": lat})
+                     "calls": t["calls"], "completion_tokens": t["completion_tokens"], "llm_seconds": t["latency_s"]})
     return rows
 
 
