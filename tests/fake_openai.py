@@ -70,15 +70,22 @@ def chat_completion(model: str, text: str, prompt_tokens: int, completion_tokens
 
 class FakeOpenAI(_Server):
     """``answer(prompt)`` gives the reply text; or ``answer_request(body)`` from the whole request
-    (messages, seed, ...). ``delay_s``: how long each request takes."""
+    (messages, seed, ...). ``delay_s``: how long each request takes. ``hold_from=n``: request n (in
+    arrival order, from 0) and every later one wait, unanswered, until ``release()``; ``held`` is
+    set when the first of them arrives."""
 
     def __init__(self, answer: Callable[[str], str] = brainstorm_answer,
-                 answer_request: Callable[[dict], str] | None = None, delay_s: float = 0.0):
+                 answer_request: Callable[[dict], str] | None = None, delay_s: float = 0.0,
+                 hold_from: int | None = None):
         self.answer = answer
         self.answer_request = answer_request
         self.delay_s = delay_s
         self.served: list[str] = []  # the last user message of every request answered
         self.auth: list[str | None] = []  # the Authorization header of every request
+        self.received = 0  # requests that arrived (answered or not)
+        self.hold_from = hold_from
+        self.held = threading.Event()
+        self._go = threading.Event()
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -90,6 +97,12 @@ class FakeOpenAI(_Server):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = body["messages"][-1]["content"]
+                with outer.lock:
+                    n = outer.received
+                    outer.received += 1
+                if outer.hold_from is not None and n >= outer.hold_from:
+                    outer.held.set()
+                    outer._go.wait()
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
                 text = outer.answer_request(body) if outer.answer_request else outer.answer(prompt)
@@ -100,6 +113,11 @@ class FakeOpenAI(_Server):
                 send_json(self, 200, json.dumps(out).encode())
 
         super().__init__(H)
+
+    def release(self) -> None:
+        """Answer the held requests, and hold no more."""
+        self.hold_from = None
+        self._go.set()
 
 
 class FaultProxy(_Server):

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -141,6 +142,47 @@ def test_dead_endpoint_is_taken_out_and_recorded(tmp_path):
     assert totals(summarize(rows))["retries"] == 2
 
 
+def _wait_for(cond, timeout=30.0) -> None:
+    t0 = time.time()
+    while not cond():
+        if time.time() - t0 > timeout:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)
+
+
+def test_each_answer_is_cached_and_recorded_as_it_arrives(tmp_path):
+    """12 requests, 2 in flight at a time; the server holds request 5 on. While the client waits for
+    it, the 5 answers it has are already in the cache and the ledger (the batch of 4 x
+    max_concurrency = 8 they belong to is not finished): a kill now would re-ask only what is in
+    flight. Released, every request is answered once."""
+    with FakeOpenAI(lambda p: f"echo {p}", hold_from=5) as srv:
+        ref = ModelRef(backend="openai", model="fake", base_url=srv.url, max_concurrency=2, timeout_s=30)
+        cache, ledger = RequestCache(tmp_path / "cache.sqlite"), Ledger(tmp_path / "ledger.jsonl")
+        client = LLMClient(ref, "teacher", "brainstorm", cache, ledger, show_progress=False)
+        reqs = [Request([{"role": "user", "content": f"q{i}"}], SamplingParams(max_tokens=16), seed=i)
+                for i in range(12)]
+        out: list = []
+        t = threading.Thread(target=lambda: out.extend(client.generate(reqs)))
+        t.start()
+        try:
+            assert srv.held.wait(30)
+            _wait_for(lambda: srv.received == 7)  # both slots are now held
+            _wait_for(lambda: len(cache) == 5)
+            time.sleep(0.3)  # nothing more arrives while the server holds
+            assert len(cache) == 5 and srv.received == 7
+            rows = list(iter_ledger(ledger.path))
+            assert len(rows) == 5 and not any(r["cache_hit"] or r["error"] for r in rows)
+            assert sorted(cache.get_many([client.key(r, 0) for r in reqs])) == sorted(
+                client.key(reqs[i], 0) for i in range(12) if f"q{i}" in srv.served)
+        finally:
+            srv.release()
+            t.join(60)
+        client.close()
+    assert [r[0].text for r in out] == [f"echo q{i}" for i in range(12)]
+    assert sorted(srv.served) == sorted(f"q{i}" for i in range(12)) and srv.received == 12
+    assert len(cache) == 12 and len(list(iter_ledger(ledger.path))) == 12
+
+
 # -- a real stage over the pool --------------------------------------------------------------------
 
 def _config(tmp_path, urls, extra="") -> str:
@@ -262,3 +304,49 @@ def test_wrong_key_stops_the_stage_with_one_line(tmp_path):
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_sigkill_mid_shard_re_asks_only_the_requests_in_flight(tmp_path):
+    """brainstorm (24 requests, shards of 12, 2 in flight) is SIGKILLed while the server holds its
+    8th request on: the 7 answers it had are cached and recorded; the rerun asks again only the
+    requests that were in flight, ends with the same tasks as an uninterrupted run, and the
+    ledger counts each request paid once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    n = len(TOPICS) * 4
+    with FakeOpenAI(hold_from=7) as srv:
+        cfg = _config(tmp_path, [srv.url])
+        text = Path(cfg).read_text().replace("max_concurrency: 4", "max_concurrency: 2")
+        Path(cfg).write_text(text.replace("timeout_s: 10", "timeout_s: 120").replace("shard_size: 8", "shard_size: 12"))
+        killed = tmp_path / "killed"
+        proc = subprocess.Popen([sys.executable, "-m", "speed", "run", cfg, "--run-dir", str(killed)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, "SPEED_FAKE_KEY": KEY, "SPEED_PROGRESS": "0"})
+        try:
+            assert srv.held.wait(120), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no hold"
+            _wait_for(lambda: srv.received == 9)  # both slots held
+            _wait_for(lambda: len(list(iter_ledger(killed / "ledger.jsonl"))) == 7)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc.stderr.close()
+        in_flight = srv.received - len(srv.served)
+        assert in_flight == 2
+        srv.release()  # the held requests are answered into closed connections (the server counts them)
+        _wait_for(lambda: len(srv.served) == 9)
+        before = list(srv.served)
+        again = run_cli("run", cfg, "--run-dir", str(killed), env={"SPEED_FAKE_KEY": KEY})
+        assert again.returncode == 0, again.stderr[-2000:]
+        rerun = srv.served[len(before):]
+        full = tmp_path / "full"
+        assert run_cli("run", cfg, "--run-dir", str(full), env={"SPEED_FAKE_KEY": KEY}).returncode == 0
+    # asked again: exactly the two that were in flight, never one of the 7 answers that had arrived
+    asked_twice = [p for p, c in Counter(before + rerun).items() if c > 1]
+    assert len(before) == 9 and len(rerun) == n - 7 and len(asked_twice) == 2
+    assert set(asked_twice) == set(before[7:])
+    rows = [r for r in iter_ledger(killed / "ledger.jsonl") if r["stage"] == "brainstorm"]
+    assert sum(not r["cache_hit"] for r in rows) == n and sum(r["cache_hit"] for r in rows) == 7
+    assert (killed / "brainstorm" / "tasks.jsonl").read_text() == (full / "brainstorm" / "tasks.jsonl").read_text()

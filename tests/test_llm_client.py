@@ -165,3 +165,57 @@ def test_speed_errors_propagate():
 
     with pytest.raises(ModelError):
         LLMClient(_ref(), "teacher", "judge", backend=Missing()).generate([_req("q")])
+
+
+class StreamingBackend(ScriptedBackend):
+    """Hands back its samples one by one through ``as_completed`` (as the openai backend does),
+    after ``fail_after`` of them raises ``exc`` (None: never)."""
+
+    def __init__(self, fail_after=None, exc=None, on_group=None):
+        super().__init__()
+        self.fail_after, self.exc, self.on_group = fail_after, exc, on_group
+
+    def as_completed(self, requests):
+        rows = self.generate(requests)
+        sent = 0
+        for pos, row in reversed(list(enumerate(rows))):  # not in request order
+            for k, c in enumerate(row):
+                if self.fail_after is not None and sent == self.fail_after:
+                    raise self.exc
+                if self.on_group:
+                    self.on_group(sent)
+                yield [(pos, k, c)]
+                sent += 1
+
+
+def test_streamed_answers_are_cached_one_by_one_in_their_slots(tmp_path):
+    cache, ledger = RequestCache(tmp_path / "c.sqlite"), Ledger(tmp_path / "l.jsonl")
+    seen = []
+    be = StreamingBackend(on_group=lambda sent: seen.append((sent, len(cache), len(list(iter_ledger(ledger.path))))))
+    client = LLMClient(_ref(), "senior", "synthesize", cache, ledger, backend=be)
+    reqs = [_req("a", n=2, seed=1), _req("b", seed=2), _req("c FAIL", seed=3)]
+    out = client.generate(reqs)
+    assert [[c.text for c in row] for row in out] == [[f"a|{sample_seed(1, 0)}", f"a|{sample_seed(1, 1)}"],
+                                                      [f"b|{sample_seed(2, 0)}"], [""]]
+    assert out[2][0].error == "HTTP 500: boom"
+    # before the k-th answer is handed over, the k before it are in the ledger (failures are not cached)
+    assert [s for s, _, _ in seen] == [0, 1, 2, 3] and [n for _, _, n in seen] == [0, 1, 2, 3]
+    assert [c for _, c, _ in seen] == [0, 0, 1, 2] and len(cache) == 3 and client.calls == 4
+
+
+def test_a_broken_stream_keeps_what_arrived_and_fails_the_rest(tmp_path):
+    from speed.errors import ModelError
+
+    cache, ledger = RequestCache(tmp_path / "c.sqlite"), Ledger(tmp_path / "l.jsonl")
+    reqs = [_req("a", seed=1), _req("b", n=2, seed=2)]
+    out = LLMClient(_ref(), "senior", "synthesize", cache, ledger,
+                    backend=StreamingBackend(fail_after=1, exc=RuntimeError("stream cut"))).generate(reqs)
+    assert out[1][0].text == f"b|{sample_seed(2, 0)}" and out[1][0].ok  # arrived first: kept and cached
+    assert [out[0][0].error, out[1][1].error] == ["RuntimeError: stream cut"] * 2
+    assert len(cache) == 1 and len(list(iter_ledger(ledger.path))) == 3
+    # a stage-stopping error propagates, with what arrived before it already kept
+    cache2, ledger2 = RequestCache(tmp_path / "c2.sqlite"), Ledger(tmp_path / "l2.jsonl")
+    with pytest.raises(ModelError):
+        LLMClient(_ref(), "senior", "synthesize", cache2, ledger2,
+                  backend=StreamingBackend(fail_after=2, exc=ModelError("wrong key"))).generate(reqs)
+    assert len(cache2) == 2 and len(list(iter_ledger(ledger2.path))) == 2

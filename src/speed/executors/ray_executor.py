@@ -99,7 +99,7 @@ class _Store:
         self._ledgers[path].record_many(recs)
 
     def put_many_and_record(self, cache_path: str, items: list, ledger_path: str, recs: list) -> None:
-        """A chunk's cache rows and its ledger lines in one call: a worker that dies sends both or neither."""
+        """Answers' cache rows and their ledger lines in one call: a worker that dies sends both or neither."""
         self.put_many(cache_path, items)
         self.record_many(ledger_path, recs)
 

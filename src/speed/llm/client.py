@@ -3,10 +3,13 @@
 ``LLMClient(ref, role, stage, cache, ledger).generate(requests)`` returns, for each request, its
 ``n`` samples in order. Sample ``i`` of a request is its own cache entry, keyed by the model
 identity, messages, sampling, constraint, seed and ``i``; hits cost nothing and are recorded in
-the ledger as cache hits (with their original token counts). Misses go to the backend in chunks;
-after each chunk the successes are cached and every sample gets one ledger row, so a killed run
-loses at most one chunk. A request that fails after the backend's retries comes back as a
-Completion with ``error`` set; failures are never cached.
+the ledger as cache hits (with their original token counts). Misses go to the backend; every
+answer is cached (if it succeeded) and gets one ledger row as soon as the client has it: per
+completion from a backend that streams them (``as_completed``: the openai endpoint pool), else
+per chunk of the backend's batch size (one sample for llama.cpp). A killed run thus re-asks only
+the requests in flight (or the batch being generated). Under an executor worker each ledger row
+names the worker (``worker``: its rank). A request that fails after the backend's retries comes
+back as a Completion with ``error`` set; failures are never cached.
 """
 
 from __future__ import annotations
@@ -108,12 +111,16 @@ class LLMClient:
         return max(1, int(size))
 
     def _usage(self, comps: Sequence[Completion], hits: bool) -> list[UsageRecord]:
+        from .remote import current
+
+        slot = current()
+        worker = slot.rank if slot is not None else None
         return [UsageRecord(
             stage=self.stage, role=self.role, model=self.ref.model, prompt_tokens=int(c.prompt_tokens),
             completion_tokens=int(c.completion_tokens), latency_s=0.0 if hits else round(float(c.latency_s), 4),
             cache_hit=hits, error=c.error, endpoint=c.endpoint, adapter_sha256=self.adapter_sha256, n=1,
             attempts=0 if hits else int(c.attempts),
-            endpoint_failures=None if hits else c.endpoint_failures) for c in comps]
+            endpoint_failures=None if hits else c.endpoint_failures, worker=worker) for c in comps]
 
     def _record(self, comps: Sequence[Completion], hits: bool) -> None:
         if self.ledger is None or not comps:
@@ -121,8 +128,8 @@ class LLMClient:
         self.ledger.record_many(self._usage(comps, hits))
 
     def _commit(self, to_cache: list, fresh: list[Completion]) -> None:
-        """Cache a chunk's successes, then record its samples in the ledger (in one step where the
-        cache and the ledger live in one store process, as under the Ray executor)."""
+        """Cache the successes among new answers, then record every one in the ledger (in one step
+        where the cache and the ledger live in one store process, as under the Ray executor)."""
         joint = getattr(self.cache, "put_many_and_record", None)
         if joint is not None and self.ledger is not None and to_cache and fresh:
             joint(to_cache, self.ledger, self._usage(fresh, hits=False))
@@ -159,6 +166,10 @@ class LLMClient:
 
             bar = progress(total=len(missing), desc=desc or f"{self.stage} ({self.role})", unit="sample")
         try:
+            stream = getattr(self.backend, "as_completed", None)
+            if callable(stream):  # each answer is kept as it arrives
+                self._run_streamed(stream, requests, missing, results, bar)
+                return
             size = self._chunk_size()
             for start in range(0, len(missing), size):
                 chunk = missing[start:start + size]
@@ -169,18 +180,64 @@ class LLMClient:
             if bar is not None:
                 bar.close()
 
-    def _run_chunk(self, requests: Sequence[Request], chunk: list[_Slot],
-                   results: list[list[Completion | None]]) -> None:
+    def _backend_requests(self, requests: Sequence[Request], slots: list[_Slot]
+                          ) -> tuple[list[list[_Slot]], list[BackendRequest]]:
+        """The slots grouped by request (in first-seen order) and one BackendRequest per group."""
         groups: dict[int, list[_Slot]] = {}
-        for s in chunk:
+        for s in slots:
             groups.setdefault(s.request, []).append(s)
-        order = list(groups)
         breqs = []
-        for ri in order:
+        for ri, group in groups.items():
             r = requests[ri]
             breqs.append(BackendRequest(messages=r.messages, sampling=r.sampling, seed=r.seed,
-                                        indices=tuple(s.index for s in groups[ri]),
+                                        indices=tuple(s.index for s in group),
                                         json_schema=constraint_for(self.ref, r)))
+        return list(groups.values()), breqs
+
+    def _keep(self, pairs: Sequence[tuple[_Slot, Completion]], results: list[list[Completion | None]]) -> None:
+        """Put new completions in their slots, cache the successes and record every one."""
+        to_cache = []
+        fresh: list[Completion] = []
+        for s, c in pairs:
+            c.index, c.cache_hit = s.index, False
+            results[s.request][s.index] = c
+            fresh.append(c)
+            if c.error is None and self.cache is not None:
+                to_cache.append((s.key, self.model_id, c.to_dict()))
+        self.calls += len(fresh)
+        self._commit(to_cache, fresh)
+
+    @staticmethod
+    def _failed(slots: Sequence[_Slot], exc: BaseException, t0: float) -> list[tuple[_Slot, Completion]]:
+        """A whole-batch failure: every slot in it is reported failed with the same error."""
+        err = error_text(exc)
+        dt = (time.monotonic() - t0) / max(1, len(slots))
+        return [(s, Completion(error=err, latency_s=dt, index=s.index)) for s in slots]
+
+    def _run_streamed(self, stream, requests: Sequence[Request], missing: list[_Slot],
+                      results: list[list[Completion | None]], bar) -> None:
+        groups, breqs = self._backend_requests(requests, missing)
+        t0 = time.monotonic()
+        try:
+            for arrived in stream(breqs):
+                self._keep([(groups[pos][k], c) for pos, k, c in arrived], results)
+                if bar is not None:
+                    bar.update(len(arrived))
+        except SpeedError:
+            raise
+        except Exception as exc:  # the stream broke: what had not arrived is reported failed
+            left = [s for s in missing if results[s.request][s.index] is None]
+            self._keep(self._failed(left, exc, t0), results)
+            if bar is not None:
+                bar.update(len(left))
+        left = [s for s in missing if results[s.request][s.index] is None]
+        if left:
+            self._keep(self._failed(left, RuntimeError("backend returned the wrong number of completions"), t0),
+                       results)
+
+    def _run_chunk(self, requests: Sequence[Request], chunk: list[_Slot],
+                   results: list[list[Completion | None]]) -> None:
+        groups, breqs = self._backend_requests(requests, chunk)
         t0 = time.monotonic()
         try:
             out = self.backend.generate(breqs)
@@ -189,20 +246,9 @@ class LLMClient:
         except SpeedError:
             raise
         except Exception as exc:  # a whole-batch failure: every sample in it is reported failed
-            err = error_text(exc)
-            dt = (time.monotonic() - t0) / max(1, len(chunk))
-            out = [[Completion(error=err, latency_s=dt, index=i) for i in b.indices] for b in breqs]
-        self.calls += len(chunk)
-        to_cache = []
-        fresh: list[Completion] = []
-        for ri, comps in zip(order, out):
-            for s, c in zip(groups[ri], comps):
-                c.index, c.cache_hit = s.index, False
-                results[ri][s.index] = c
-                fresh.append(c)
-                if c.error is None and self.cache is not None:
-                    to_cache.append((s.key, self.model_id, c.to_dict()))
-        self._commit(to_cache, fresh)
+            self._keep(self._failed(chunk, exc, t0), results)
+            return
+        self._keep([(s, c) for group, comps in zip(groups, out) for s, c in zip(group, comps)], results)
 
     def close(self) -> None:
         if self._backend is not None:

@@ -35,6 +35,7 @@ class UsageRecord:
     n: int = 1
     attempts: int = 1  # tries it took (1 + retries); a failed request counts every try
     endpoint_failures: dict[str, int] | None = None  # failed tries per endpoint URL (openai pool), if any
+    worker: int | None = None  # the executor worker (Ray rank) that made the request; None: the driver
     at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict:

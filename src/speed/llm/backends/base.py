@@ -101,6 +101,11 @@ class Backend(Protocol):
 
     ``generate`` returns, for each request, one Completion per entry of ``request.indices``, in
     that order. ``name`` is a short label for logs; ``close`` frees the model.
+
+    A backend whose samples finish one by one (an endpoint answering requests in parallel) may
+    also offer ``as_completed(requests)``: an iterator of groups of ``(request position, position
+    in its indices, completion)`` as they arrive. The client then caches and records each group at
+    once, so that a killed run loses only the requests still in flight.
     """
 
     name: str

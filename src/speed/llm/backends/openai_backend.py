@@ -15,6 +15,10 @@ connections and unreadable bodies with exponential backoff and full jitter, hono
 ``Retry-After`` / ``retry-after-ms``, and counts every try in ``Completion.attempts`` and the
 failed ones per endpoint in ``Completion.endpoint_failures``. A 400 fails that request at once;
 401/403/404 (wrong key, URL or model name) stop the stage with a one-line ModelError.
+
+``as_completed`` hands each completion back as soon as it arrives (the client caches and records
+it then), keeping ``4 x max_concurrency`` samples queued, so a killed run re-asks only the
+requests that were still in flight.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ...errors import ModelError
 from .base import BackendRequest, Completion, error_text
@@ -269,16 +273,49 @@ class OpenAIBackend:
 
     # -- batches ----------------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[BackendRequest]) -> list[list[Completion]]:
-        futures = [[self._pool.submit(self._one, req, i, seed) for i, seed in zip(req.indices, req.seeds())]
-                   for req in requests]
+    def as_completed(self, requests: Sequence[BackendRequest]) -> Iterator[list[tuple[int, int, Completion]]]:
+        """The completions as they arrive, in groups of those that finished together:
+        ``(request position, position in its indices, completion)``. At most ``preferred_batch``
+        samples are queued or in flight at a time. A ModelError (wrong key, URL or model) is
+        raised after the group it ends, with the completions that did arrive yielded first."""
+        jobs = iter([(pos, k, req, i, seed) for pos, req in enumerate(requests)
+                     for k, (i, seed) in enumerate(zip(req.indices, req.seeds()))])
+        pending: dict[Future, tuple[int, int]] = {}
+
+        def submit_next() -> None:
+            job = next(jobs, None)
+            if job is not None:
+                pos, k, req, i, seed = job
+                pending[self._pool.submit(self._one, req, i, seed)] = (pos, k)
+
+        for _ in range(self.preferred_batch):
+            submit_next()
         try:
-            return [[f.result() for f in row] for row in futures]
-        except ModelError:
-            for row in futures:
-                for f in row:
-                    f.cancel()
-            raise
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                group, fatal = [], None
+                for f in sorted(done, key=lambda f: pending[f]):
+                    pos, k = pending.pop(f)
+                    if f.exception() is not None:
+                        fatal = fatal or f.exception()
+                        continue
+                    group.append((pos, k, f.result()))
+                    if fatal is None:
+                        submit_next()
+                if group:
+                    yield group
+                if fatal is not None:
+                    raise fatal
+        finally:
+            for f in pending:
+                f.cancel()
+
+    def generate(self, requests: Sequence[BackendRequest]) -> list[list[Completion]]:
+        out: list[list[Completion | None]] = [[None] * len(r.indices) for r in requests]
+        for group in self.as_completed(requests):
+            for pos, k, c in group:
+                out[pos][k] = c
+        return out  # type: ignore[return-value]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
