@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -23,13 +22,14 @@ import yaml
 from .config import SpeedConfig
 from .configschema import to_dict
 from .errors import SpeedError, StageNotImplemented
-from .io import atomic_write_text, is_write_error, stable_hash, write_error
+from .io import atomic_write_text, stable_hash
 from .llm.ledger import iter_ledger, summarize
-from .rundir import RunDir, StageContext, _now, clear_stage_dir, output_intact
+from .preflight import check_stage
+from .rundir import RunDir, StageContext, _now, output_intact
+from .stage_attempt import StageAttempt
 from .stages import STAGE_ORDER, is_implemented, stage_module
 
 Overwrite = Literal["never", "only-missing", "always"]
-OPTIONAL_ROLES = ("reference_embedder",)  # export falls back to all-minilm-l6-v2
 STAGE_FORMAT = 1  # bump to invalidate every stage's hash when record formats change
 
 
@@ -92,11 +92,7 @@ class Pipeline:
         # Resolve every config section and model reference of the selected stages before anything is written.
         for name in stages:
             if is_implemented(name) and name not in self.config.run.skip:
-                cfg = self.config.stage(name)
-                check = getattr(stage_module(name), "preflight", None)
-                if check is not None:
-                    check(self.config, cfg)
-                check_models(self.config, name)
+                check_stage(self.config, name)
         created = not self.rundir.path.exists()
         self.rundir.lock()
         try:
@@ -179,125 +175,20 @@ class Pipeline:
                 raise SpeedError(f"stage {name} is done but {why}; rerun with --overwrite only-missing "
                                  "or --overwrite always to redo it")
         resume = entry.get("status") == "running" and same and self.overwrite != "always"
-        previous = self.rundir.path / f".{name}.previous"  # the old outputs, until the redo is done
-        clear_stage_dir(previous)
-        if not resume and stage_dir.exists():
-            os.replace(stage_dir, previous)
         ctx = StageContext(name=name, config=self.config, cfg=self.config.stage(name), rundir=self.rundir)
         t0 = time.time()
-        ledger_path = self.rundir.path / "ledger.jsonl"
-        ledger_start = ledger_path.stat().st_size if ledger_path.exists() else 0  # this attempt's rows follow
-        try:
+        with StageAttempt(self.rundir, self.config, name, entry, resume) as attempt:
             stage_dir.mkdir(parents=True, exist_ok=True)
             self.rundir.update_stage(name, status="running", config_hash=chash, input_hash=ihash,
                                      started_at=_now(), outputs={}, counts={})
             log(f"[{name}] {'resuming' if resume else 'running'}")
-            try:
-                mod.run(ctx)
-            except OSError as exc:
-                if is_write_error(exc):  # e.g. a checkpoint on a full disk: one line, the stage stays partial
-                    raise SpeedError(f"stage {name}: {write_error(exc)}") from None
-                raise
-            except sqlite3.OperationalError as exc:
-                msg = str(exc)
-                if any(w in msg for w in ("disk is full", "readonly", "unable to open", "disk I/O")):
-                    cache = self.config.run.cache or (self.rundir.path / "cache.sqlite")
-                    raise SpeedError(f"stage {name}: cannot write the request cache {cache}: {msg} "
-                                     "(check permissions and free space)") from None
-                raise
-            _check_not_all_failed(name, ledger_path, ledger_start)
-        except Exception:
-            if not resume and (not _has_files(stage_dir) or _all_failed(_fresh_usage(name, ledger_path, ledger_start))):
-                # nothing of value was produced (bad input, every model call failed): put things back
-                with contextlib.suppress(SpeedError, OSError):  # the error to report is the first one
-                    clear_stage_dir(stage_dir)
-                    if previous.exists():
-                        os.replace(previous, stage_dir)
-                    body = self.rundir.read_manifest()
-                    if body["stages"].get(name) != (entry or None):
-                        if entry:
-                            body["stages"][name] = entry
-                        else:
-                            body["stages"].pop(name, None)
-                        self.rundir.write_manifest(body)
-            else:
-                clear_stage_dir(previous)  # the stage is partial now: it resumes from what it wrote
-            raise
-        clear_stage_dir(previous)
+            attempt.run(lambda: mod.run(ctx))
         seconds = round(time.time() - t0, 3)
-        usage = summarize(iter_ledger(ledger_path), stage=name)
+        usage = summarize(iter_ledger(attempt.ledger_path), stage=name)
         self.rundir.update_stage(name, status="done", outputs=ctx.outputs, counts=ctx.counts,
                                  artifacts=ctx.artifacts, finished_at=_now(), seconds=seconds, usage=usage)
         log(f"[{name}] done in {seconds:.1f}s ({_count_line({'counts': ctx.counts, 'outputs': ctx.outputs})})")
         return "resume" if resume else "run"
-
-
-def _has_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
-
-
-def _fresh_usage(name: str, ledger_path: Path, start: int) -> dict:
-    """The ledger summary of the rows written from byte ``start`` on (this attempt of the stage)."""
-    return summarize(_rows_from(ledger_path, start), stage=name)
-
-
-def _rows_from(path: Path, start: int):
-    import json
-
-    if not path.exists():
-        return
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                yield row
-
-
-def _all_failed(usage: dict) -> bool:
-    from .llm.ledger import totals
-
-    t = totals(usage)
-    return t["calls"] > 0 and t["errors"] == t["calls"] and t["cache_hits"] == 0
-
-
-def _check_not_all_failed(name: str, ledger_path: Path, start: int) -> None:
-    """A stage whose every model request failed (endpoint down, model unusable) is an error, not a
-    stage of rejections: one line with the last error; a rerun tries again."""
-    usage = _fresh_usage(name, ledger_path, start)
-    if not _all_failed(usage):
-        return
-    from .llm.ledger import totals
-
-    last = next((r.get("error") for r in reversed(list(_rows_from(ledger_path, start)))
-                 if r.get("stage") == name and r.get("error")), "?")
-    role = next(iter(usage), "?")
-    raise SpeedError(f"stage {name}: all {totals(usage)['calls']} {role} requests failed (last: {last}); "
-                     f"check models.{role} and rerun")
-
-
-def check_models(config: SpeedConfig, name: str) -> None:
-    """The model references stage ``name`` uses: present, and resolvable without loading anything."""
-    from .models.resolve import check_model_exists
-
-    for role in getattr(stage_module(name), "ROLES", ()):
-        if role in OPTIONAL_ROLES and role not in config.models:
-            continue
-        ref = config.model(role)  # a ConfigError naming models.<role> when it is missing
-        if ref.backend == "openai":
-            if ref.api_key_env and ref.api_key() is None:
-                raise SpeedError(f"models.{role}: the environment variable {ref.api_key_env} (named by "
-                                 "api_key_env) is not set; export it, or drop api_key_env for a server without keys")
-        else:
-            try:
-                check_model_exists(ref.model)
-            except SpeedError as exc:
-                raise SpeedError(f"models.{role}: {exc}") from None
-        if ref.adapter and not Path(ref.adapter).expanduser().exists():
-            raise SpeedError(f"models.{role}.adapter: {ref.adapter} does not exist")
 
 
 def _count_line(entry: dict) -> str:
@@ -363,18 +254,7 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
         if not is_implemented(name):
             rows.append({"stage": name, "action": "not implemented yet (the run stops here)"})
             continue
-        mod = stage_module(name)
-        cfg = config.stage(name)
-        check = getattr(mod, "preflight", None)
-        if check is not None:
-            try:
-                check(config, cfg)
-            except SpeedError as exc:  # e.g. an input that exists only where the run will happen
-                problems.append(f"{name}: {exc}")
-        try:
-            check_models(config, name)
-        except SpeedError as exc:  # e.g. a key variable set only where the run will happen
-            problems.append(f"{name}: {exc}")
+        check_stage(config, name, problems)  # e.g. an input or key that exists only where the run will happen
         entry = manifest["stages"].get(name) or {}
         same = (entry.get("config_hash") == config_hash(config, name)
                 and entry.get("input_hash") == input_hash(manifest, name))

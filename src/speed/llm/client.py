@@ -218,18 +218,28 @@ class LLMClient:
                       results: list[list[Completion | None]], bar) -> None:
         groups, breqs = self._backend_requests(requests, missing)
         t0 = time.monotonic()
+        answers = iter(stream(breqs))
         try:
-            for arrived in stream(breqs):
-                self._keep([(groups[pos][k], c) for pos, k, c in arrived], results)
+            while True:
+                try:
+                    arrived = next(answers, None)
+                except SpeedError:
+                    raise
+                except Exception as exc:  # the stream broke: what had not arrived is reported failed
+                    left = [s for s in missing if results[s.request][s.index] is None]
+                    self._keep(self._failed(left, exc, t0), results)
+                    if bar is not None:
+                        bar.update(len(left))
+                    break
+                if arrived is None:
+                    break
+                self._keep([(groups[pos][k], c) for pos, k, c in arrived], results)  # a cache error stops the stage
                 if bar is not None:
                     bar.update(len(arrived))
-        except SpeedError:
-            raise
-        except Exception as exc:  # the stream broke: what had not arrived is reported failed
-            left = [s for s in missing if results[s.request][s.index] is None]
-            self._keep(self._failed(left, exc, t0), results)
-            if bar is not None:
-                bar.update(len(left))
+        finally:
+            close = getattr(answers, "close", None)
+            if close is not None:
+                close()  # a stage stopped by an error: what was still queued is not sent
         left = [s for s in missing if results[s.request][s.index] is None]
         if left:
             self._keep(self._failed(left, RuntimeError("backend returned the wrong number of completions"), t0),
