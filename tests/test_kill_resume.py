@@ -1,4 +1,4 @@
-"""SIGKILL in a training stage and in the evaluation stage, then the same command again.
+"""SIGKILL in the training stages (train-embedder, train-senior) and in evaluation, then the same command again.
 
 A wrapper pauses the real ``speed run`` at a known point (right after training checkpoint 2 is
 written; after the second of three evaluation tasks is scored) so that the kill lands there, every
@@ -143,6 +143,68 @@ train-embedder: {threads: 1, max_steps: 4, save_steps: 2, batch_size: 4, max_len
     base = load_file(str(next(base_dir.rglob("model.safetensors"))))
     moved = [n for n in wa if n in base and not torch.equal(wa[n], base[n])]
     assert len(moved) > 10
+
+
+def _judge_done(run_dir: Path) -> None:
+    """A run directory whose judge stage is done, with 4 preference pairs for DPO."""
+    from test_train_generators import dpo_rows
+
+    path = run_dir / "judge" / "dpo.jsonl"
+    atomic_write_jsonl(path, dpo_rows(4))
+    rd = RunDir(run_dir)
+    rd.write_manifest({"run": "kill-dpo", "stages": {}})
+    rd.update_stage("judge", status="done", config_hash="x", input_hash="y", counts={"pairs": 4},
+                    outputs={"dpo.jsonl": {"sha256": sha256_file(path), "bytes": path.stat().st_size, "rows": 4}})
+
+
+def test_sigkill_in_train_senior_resumes_from_the_checkpoint(tmp_path):
+    """DPO of SmolLM2-135M (TRL + PEFT), SIGKILLed right after checkpoint 2 of 4: the rerun resumes
+    from it and ends with the adapter and losses of an uninterrupted run."""
+    cfg = tmp_path / "dpo.yaml"
+    cfg.write_text("""
+run: {name: kill-dpo, seed: 5}
+models:
+  senior: {backend: hf, model: smollm2-135m-instruct}
+train-senior: {threads: 1, max_steps: 4, save_steps: 2, per_device_batch_size: 2, gradient_accumulation_steps: 1,
+               max_length: 96, lora_r: 4, lora_alpha: 8, lora_dropout: 0.0, learning_rate: 1.0e-3,
+               init_from_junior: false, gguf: false, logging_steps: 1}
+""")
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    for d in (full, killed):
+        _judge_done(d)
+    args = ["run", str(cfg), "--from", "train-senior", "--until", "train-senior", "--run-dir"]
+    _run_and_kill(tmp_path, args + [str(killed)], "checkpoint:2")
+    assert RunDir(killed).read_manifest()["stages"]["train-senior"]["status"] == "running"
+    assert (killed / "train-senior" / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (killed / "train-senior" / "adapter").exists()
+
+    again = _cli(args + [str(killed)])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[train-senior] resuming" in again.stdout
+    uninterrupted = _cli(args + [str(full)])
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    a = RunDir(full).read_manifest()["stages"]["train-senior"]["counts"]
+    b = RunDir(killed).read_manifest()["stages"]["train-senior"]["counts"]
+    assert a["resumed_from"] is None and b["resumed_from"] == "checkpoint-2"
+    assert a["steps"] == b["steps"] == 4
+    assert b["final_loss"] == pytest.approx(a["final_loss"], rel=1e-4, abs=1e-6)
+    assert b["reward_margin_last"] == pytest.approx(a["reward_margin_last"], rel=1e-3, abs=1e-5)
+
+    def losses(run_dir):
+        log = (run_dir / "train-senior" / "train_log.jsonl").read_text().splitlines()
+        return [h["loss"] for h in map(json.loads, log) if "loss" in h]
+
+    assert len(losses(full)) == 4 and losses(killed) == pytest.approx(losses(full), rel=1e-4, abs=1e-6)
+    from safetensors.torch import load_file
+    import torch
+
+    wa = load_file(str(full / "train-senior" / "adapter" / "adapter_model.safetensors"))
+    wb = load_file(str(killed / "train-senior" / "adapter" / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys() and any("lora_B" in k for k in wa)
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6), name
+    assert any(bool(wa[k].abs().sum() > 0) for k in wa if "lora_B" in k)  # trained: B moved from zero
 
 
 # -- evaluation ------------------------------------------------------------------------------------
