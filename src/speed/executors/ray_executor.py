@@ -100,8 +100,8 @@ class _Store:
 
     def put_many_and_record(self, cache_path: str, items: list, ledger_path: str, recs: list) -> None:
         """Answers' cache rows and their ledger lines in one call: a worker that dies sends both or neither."""
+        self.record_many(ledger_path, recs)  # the ledger first, as in LLMClient._commit
         self.put_many(cache_path, items)
-        self.record_many(ledger_path, recs)
 
     def close(self) -> None:
         for cache in self._caches.values():

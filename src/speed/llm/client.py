@@ -128,15 +128,17 @@ class LLMClient:
         self.ledger.record_many(self._usage(comps, hits))
 
     def _commit(self, to_cache: list, fresh: list[Completion]) -> None:
-        """Cache the successes among new answers, then record every one in the ledger (in one step
-        where the cache and the ledger live in one store process, as under the Ray executor)."""
+        """Record every new answer in the ledger, then cache the successes (in one step where the
+        cache and the ledger live in one store process, as under the Ray executor). The ledger goes
+        first so that a kill between the two writes can only make it count a request that is then
+        asked (and paid) again, never miss one that was paid."""
         joint = getattr(self.cache, "put_many_and_record", None)
         if joint is not None and self.ledger is not None and to_cache and fresh:
             joint(to_cache, self.ledger, self._usage(fresh, hits=False))
             return
+        self._record(fresh, hits=False)
         if to_cache:
             self.cache.put_many(to_cache)
-        self._record(fresh, hits=False)
 
     def generate(self, requests: Sequence[Request], desc: str | None = None) -> list[list[Completion]]:
         """For each request, its ``n`` samples in order (cache hits, new completions or errors)."""
