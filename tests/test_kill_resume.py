@@ -99,6 +99,44 @@ def _export_done(run_dir: Path) -> None:
                                             "rows": len(rows)}})
 
 
+def _kill_at_checkpoint_2_then_resume(tmp_path, cfg: Path, stage: str, prepare, final: str) -> tuple[Path, Path]:
+    """Run ``stage`` alone in two prepared run directories: ``killed`` is SIGKILLed right after
+    checkpoint 2 and then rerun (it must resume); ``full`` runs uninterrupted. Both end at step 4
+    with the same final loss; returns (full, killed)."""
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    for d in (full, killed):
+        prepare(d)
+    args = ["run", str(cfg), "--from", stage, "--until", stage, "--run-dir"]
+    _run_and_kill(tmp_path, args + [str(killed)], "checkpoint:2")
+    assert RunDir(killed).read_manifest()["stages"][stage]["status"] == "running"
+    assert (killed / stage / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (killed / stage / final).exists()
+
+    again = _cli(args + [str(killed)])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"[{stage}] resuming" in again.stdout
+    uninterrupted = _cli(args + [str(full)])
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    a = RunDir(full).read_manifest()["stages"][stage]["counts"]
+    b = RunDir(killed).read_manifest()["stages"][stage]["counts"]
+    assert a["resumed_from"] is None and b["resumed_from"] == "checkpoint-2"
+    assert a["steps"] == b["steps"] == 4
+    assert b["final_loss"] == pytest.approx(a["final_loss"], rel=1e-4, abs=1e-6)
+    return full, killed
+
+
+def _assert_same_weights(a: Path, b: Path) -> dict:
+    from safetensors.torch import load_file
+    import torch
+
+    wa, wb = load_file(str(a)), load_file(str(b))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6), name
+    return wa
+
+
 def test_sigkill_in_train_embedder_resumes_from_the_checkpoint(tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text("""
@@ -107,36 +145,14 @@ models:
   embedder: {backend: sentence-transformers, model: all-minilm-l6-v2}
 train-embedder: {threads: 1, max_steps: 4, save_steps: 2, batch_size: 4, max_length: 16, learning_rate: 1.0e-4}
 """)
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    for d in (full, killed):
-        _export_done(d)
-    args = ["run", str(cfg), "--from", "train-embedder", "--until", "train-embedder", "--run-dir"]
-    _run_and_kill(tmp_path, args + [str(killed)], "checkpoint:2")
-    assert RunDir(killed).read_manifest()["stages"]["train-embedder"]["status"] == "running"
-    assert (killed / "train-embedder" / "checkpoints" / "checkpoint-2").is_dir()
-    assert not (killed / "train-embedder" / "model").exists()
-
-    again = _cli(args + [str(killed)])
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "[train-embedder] resuming" in again.stdout
-    uninterrupted = _cli(args + [str(full)])
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
-
-    a = RunDir(full).read_manifest()["stages"]["train-embedder"]["counts"]
-    b = RunDir(killed).read_manifest()["stages"]["train-embedder"]["counts"]
-    assert a["resumed_from"] is None and b["resumed_from"] == "checkpoint-2"
-    assert a["steps"] == b["steps"] == 4
-    assert b["final_loss"] == pytest.approx(a["final_loss"], rel=1e-4, abs=1e-6)
-
+    full, killed = _kill_at_checkpoint_2_then_resume(tmp_path, cfg, "train-embedder", _export_done, "model")
+    wa = _assert_same_weights(full / "train-embedder" / "model" / "model.safetensors",
+                              killed / "train-embedder" / "model" / "model.safetensors")
+    assert len(wa) > 50
+    # and training did move the weights (the comparison is not between two untouched copies)
     from safetensors.torch import load_file
     import torch
 
-    wa = load_file(str(full / "train-embedder" / "model" / "model.safetensors"))
-    wb = load_file(str(killed / "train-embedder" / "model" / "model.safetensors"))
-    assert wa.keys() == wb.keys() and len(wa) > 50
-    for name in wa:
-        assert torch.allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6), name
-    # and training did move the weights (the comparison is not between two untouched copies)
     from speed.models import resolve_model
 
     base_dir = Path(resolve_model("all-minilm-l6-v2", want="embedder"))
@@ -169,26 +185,9 @@ train-senior: {threads: 1, max_steps: 4, save_steps: 2, per_device_batch_size: 2
                max_length: 96, lora_r: 4, lora_alpha: 8, lora_dropout: 0.0, learning_rate: 1.0e-3,
                init_from_junior: false, gguf: false, logging_steps: 1}
 """)
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    for d in (full, killed):
-        _judge_done(d)
-    args = ["run", str(cfg), "--from", "train-senior", "--until", "train-senior", "--run-dir"]
-    _run_and_kill(tmp_path, args + [str(killed)], "checkpoint:2")
-    assert RunDir(killed).read_manifest()["stages"]["train-senior"]["status"] == "running"
-    assert (killed / "train-senior" / "checkpoints" / "checkpoint-2").is_dir()
-    assert not (killed / "train-senior" / "adapter").exists()
-
-    again = _cli(args + [str(killed)])
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "[train-senior] resuming" in again.stdout
-    uninterrupted = _cli(args + [str(full)])
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
-
+    full, killed = _kill_at_checkpoint_2_then_resume(tmp_path, cfg, "train-senior", _judge_done, "adapter")
     a = RunDir(full).read_manifest()["stages"]["train-senior"]["counts"]
     b = RunDir(killed).read_manifest()["stages"]["train-senior"]["counts"]
-    assert a["resumed_from"] is None and b["resumed_from"] == "checkpoint-2"
-    assert a["steps"] == b["steps"] == 4
-    assert b["final_loss"] == pytest.approx(a["final_loss"], rel=1e-4, abs=1e-6)
     assert b["reward_margin_last"] == pytest.approx(a["reward_margin_last"], rel=1e-3, abs=1e-5)
 
     def losses(run_dir):
@@ -196,14 +195,8 @@ train-senior: {threads: 1, max_steps: 4, save_steps: 2, per_device_batch_size: 2
         return [h["loss"] for h in map(json.loads, log) if "loss" in h]
 
     assert len(losses(full)) == 4 and losses(killed) == pytest.approx(losses(full), rel=1e-4, abs=1e-6)
-    from safetensors.torch import load_file
-    import torch
-
-    wa = load_file(str(full / "train-senior" / "adapter" / "adapter_model.safetensors"))
-    wb = load_file(str(killed / "train-senior" / "adapter" / "adapter_model.safetensors"))
-    assert wa.keys() == wb.keys() and any("lora_B" in k for k in wa)
-    for name in wa:
-        assert torch.allclose(wa[name], wb[name], rtol=1e-4, atol=1e-6), name
+    wa = _assert_same_weights(full / "train-senior" / "adapter" / "adapter_model.safetensors",
+                              killed / "train-senior" / "adapter" / "adapter_model.safetensors")
     assert any(bool(wa[k].abs().sum() > 0) for k in wa if "lora_B" in k)  # trained: B moved from zero
 
 
