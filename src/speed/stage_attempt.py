@@ -11,7 +11,8 @@ there put back when the attempt produced nothing of value.
   error), not a stage of rejections: ``check_not_all_failed``;
 - on failure, an attempt that wrote no file, or whose every request failed, is undone: the old
   folder and the old manifest entry come back. Any other failure leaves the partial stage to resume
-  from, and drops the old outputs. On success the old outputs are dropped.
+  from, and drops the old outputs. On success the old outputs are dropped. An interrupt (SIGTERM,
+  Ctrl-C) changes nothing more: the next attempt resumes, or clears the old outputs and starts.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class StageAttempt:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             clear_stage_dir(self.previous)
+        elif not issubclass(exc_type, Exception):
+            pass  # SIGTERM / Ctrl-C: left as it is; the next attempt resumes or starts from here
         elif not self.resume and (not has_files(self.stage_dir) or all_failed(self.usage())):
             with contextlib.suppress(SpeedError, OSError):  # the error to report is the first one
                 self._put_back()
