@@ -18,14 +18,13 @@ there put back when the attempt produced nothing of value.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 from pathlib import Path
 
 from .errors import SpeedError
 from .io import is_write_error, write_error
-from .llm.ledger import summarize, totals
+from .llm.ledger import iter_ledger, summarize, totals
 from .rundir import RunDir, clear_stage_dir
 
 _CACHE_ERRORS = ("disk is full", "readonly", "unable to open", "disk I/O")
@@ -65,14 +64,14 @@ class StageAttempt:
 
     def usage(self) -> dict:
         """The ledger summary of this attempt's rows of the stage."""
-        return summarize(rows_from(self.ledger_path, self.ledger_start), stage=self.name)
+        return summarize(iter_ledger(self.ledger_path, self.ledger_start), stage=self.name)
 
     def check_not_all_failed(self) -> None:
-        usage = self.usage()
+        rows = list(iter_ledger(self.ledger_path, self.ledger_start))
+        usage = summarize(rows, stage=self.name)
         if not all_failed(usage):
             return
-        last = next((r.get("error") for r in reversed(list(rows_from(self.ledger_path, self.ledger_start)))
-                     if r.get("stage") == self.name and r.get("error")), "?")
+        last = next((r.get("error") for r in reversed(rows) if r.get("stage") == self.name and r.get("error")), "?")
         role = next(iter(usage), "?")
         raise SpeedError(f"stage {self.name}: all {totals(usage)['calls']} {role} requests failed (last: {last}); "
                          f"check models.{role} and rerun")
@@ -105,21 +104,6 @@ class StageAttempt:
 
 def has_files(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
-
-
-def rows_from(path: Path, start: int):
-    """The ledger rows written from byte ``start`` on (a torn or foreign line is skipped)."""
-    if not path.exists():
-        return
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                yield row
 
 
 def all_failed(usage: dict) -> bool:

@@ -86,14 +86,16 @@ class Ledger:
         return iter_ledger(self.path)
 
 
-def iter_ledger(path: str | os.PathLike) -> Iterator[dict]:
+def iter_ledger(path: str | os.PathLike, start: int = 0) -> Iterator[dict]:
+    """The ledger's rows, from byte ``start`` on (e.g. the size it had when a stage attempt began)."""
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8", errors="replace") as fh:  # a garbled line fails to parse and is skipped
-        for line in fh:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        for raw in fh:
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8", errors="replace"))  # a garbled line fails to parse
             except json.JSONDecodeError:
                 continue  # a line torn by a kill
             if isinstance(row, dict):
