@@ -233,40 +233,23 @@ def _eval(tmp, *tasks, out=True):
     return args + (["--output", str(tmp / "out.json")] if out else [])
 
 
-def c_eval_missing_folder(tmp):
-    return _eval(tmp, tmp / "NoSuchTask"), "NoSuchTask", None, tmp / "out.json"
+# eval case name: (task folders, the excerpt of the error); every one must leave no --output file
+EVAL_CASES = {
+    "missing_folder": ([EVAL / "bad" / "NoSuchTask"], "NoSuchTask"),
+    "no_task_json": ([EVAL / "bad" / "NoTaskJson"], "task.json"),
+    "broken_task_json": ([EVAL / "bad" / "BrokenTaskJson"], "not valid JSON"),
+    "missing_file": ([EVAL / "bad" / "MissingFile"], "file not found"),
+    "bad_jsonl_line": ([EVAL / "bad" / "BadJson"], "test.jsonl:"),
+    "wrong_columns": ([EVAL / "bad" / "MissingField"], "missing field"),
+    "unknown_type": ([EVAL / "bad" / "UnknownType"], "unknown task type"),
+    "unknown_doc": ([EVAL / "bad" / "UnknownDoc"], "unknown document"),
+    # every folder is checked before anything is encoded
+    "valid_then_bad": ([EVAL / "valid" / "TinySTS", EVAL / "bad" / "BadJson"], "BadJson"),
+}
 
 
-def c_eval_no_task_json(tmp):
-    return _eval(tmp, EVAL / "bad" / "NoTaskJson"), "task.json", None, tmp / "out.json"
-
-
-def c_eval_broken_task_json(tmp):
-    return _eval(tmp, EVAL / "bad" / "BrokenTaskJson"), "not valid JSON", None, tmp / "out.json"
-
-
-def c_eval_missing_file(tmp):
-    return _eval(tmp, EVAL / "bad" / "MissingFile"), "file not found", None, tmp / "out.json"
-
-
-def c_eval_bad_jsonl_line(tmp):
-    return _eval(tmp, EVAL / "bad" / "BadJson"), "test.jsonl:", None, tmp / "out.json"
-
-
-def c_eval_wrong_columns(tmp):
-    return _eval(tmp, EVAL / "bad" / "MissingField"), "missing field", None, tmp / "out.json"
-
-
-def c_eval_unknown_type(tmp):
-    return _eval(tmp, EVAL / "bad" / "UnknownType"), "unknown task type", None, tmp / "out.json"
-
-
-def c_eval_unknown_doc(tmp):
-    return _eval(tmp, EVAL / "bad" / "UnknownDoc"), "unknown document", None, tmp / "out.json"
-
-
-def c_eval_valid_then_bad(tmp):  # every folder is checked before anything is encoded
-    return _eval(tmp, EVAL / "valid" / "TinySTS", EVAL / "bad" / "BadJson"), "BadJson", None, tmp / "out.json"
+def _eval_case(folders, excerpt):
+    return lambda tmp: (_eval(tmp, *folders), excerpt, None, tmp / "out.json")
 
 
 # -- model paths --
@@ -421,6 +404,7 @@ def c_report_not_a_run_dir(tmp):
 
 
 CASES = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("c_")}
+CASES.update({f"eval_{name}": _eval_case(*case) for name, case in EVAL_CASES.items()})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
