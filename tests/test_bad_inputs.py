@@ -149,71 +149,34 @@ def _write(path: Path, text: str) -> str:
 
 
 # -- taxonomies --
-def c_taxonomy_missing(tmp):
-    return ["run", _topics_cfg(tmp, f"{{source: 'paths:{tmp / 'none.txt'}'}}"), "--run-dir", str(tmp / "run")], \
-        "none.txt not found"
+_TRUNCATED_GZ = gzip.compress(b'<RDF xmlns:r="x">\n' + b'<Topic r:id="Top/Arts/Music">\n</Topic>\n' * 2000)
+
+# taxonomy case name: (source kind, file name, its content (None: no file), the excerpt of the error)
+TAXONOMY_CASES = {
+    "missing": ("paths", "none.txt", None, "none.txt not found"),
+    "empty": ("paths", "empty.txt", "", "empty taxonomy"),
+    "comments_only": ("paths", "c.txt", "# nothing here\n\n", "empty taxonomy"),
+    "empty_level": ("paths", "p.txt", "Arts/Music\nArts//Film\n", "p.txt:2: empty level"),
+    "binary_paths": ("paths", "bin.txt", BINARY, "bin.txt"),
+    "odp_not_rdf": ("odp", "s.rdf.u8", "hello\nthis is not RDF\n", "not an ODP RDF structure dump"),
+    "odp_malformed_topic": ("odp", "s.rdf.u8", '<?xml version="1.0"?>\n<RDF xmlns:r="http://www.w3.org/TR/RDF/">\n'
+                            '<Topic r:id="Top/Arts">\n</Topic>\n<Topic r:id=\n', "s.rdf.u8:5: malformed <Topic>"),
+    "odp_binary": ("odp", "s.rdf.u8", BINARY, "s.rdf.u8"),
+    "odp_bad_gzip": ("odp", "s.rdf.u8.gz", b"not gzip at all" * 10, "s.rdf.u8.gz"),
+    "odp_truncated_gzip": ("odp", "s.rdf.u8.gz", _TRUNCATED_GZ[: len(_TRUNCATED_GZ) // 2], "s.rdf.u8.gz"),
+    "all_excluded": ("paths", "p.txt", "World/Deutsch\nAdult/Foo\n", "no topics left after exclusion"),
+}
 
 
-def c_taxonomy_empty(tmp):
-    (tmp / "empty.txt").write_text("")
-    return ["run", _topics_cfg(tmp, f"{{source: 'paths:{tmp / 'empty.txt'}'}}"), "--run-dir", str(tmp / "run")], \
-        "empty taxonomy"
-
-
-def c_taxonomy_comments_only(tmp):
-    (tmp / "c.txt").write_text("# nothing here\n\n")
-    return ["run", _topics_cfg(tmp, f"{{source: 'paths:{tmp / 'c.txt'}'}}"), "--run-dir", str(tmp / "run")], \
-        "empty taxonomy"
-
-
-def c_taxonomy_empty_level(tmp):
-    (tmp / "p.txt").write_text("Arts/Music\nArts//Film\n")
-    return ["run", _topics_cfg(tmp, f"{{source: 'paths:{tmp / 'p.txt'}'}}"), "--run-dir", str(tmp / "run")], \
-        "p.txt:2: empty level"
-
-
-def c_taxonomy_binary_paths(tmp):
-    (tmp / "bin.txt").write_bytes(BINARY)
-    return ["run", _topics_cfg(tmp, f"{{source: 'paths:{tmp / 'bin.txt'}'}}"), "--run-dir", str(tmp / "run")], \
-        "bin.txt"
-
-
-def c_taxonomy_odp_not_rdf(tmp):
-    (tmp / "s.rdf.u8").write_text("hello\nthis is not RDF\n")
-    return ["run", _topics_cfg(tmp, f"{{source: 'odp:{tmp / 's.rdf.u8'}'}}"), "--run-dir", str(tmp / "run")], \
-        "not an ODP RDF structure dump"
-
-
-def c_taxonomy_odp_malformed_topic(tmp):
-    (tmp / "s.rdf.u8").write_text('<?xml version="1.0"?>\n<RDF xmlns:r="http://www.w3.org/TR/RDF/">\n'
-                                  '<Topic r:id="Top/Arts">\n</Topic>\n<Topic r:id=\n')
-    return ["run", _topics_cfg(tmp, f"{{source: 'odp:{tmp / 's.rdf.u8'}'}}"), "--run-dir", str(tmp / "run")], \
-        "s.rdf.u8:5: malformed <Topic>"
-
-
-def c_taxonomy_odp_binary(tmp):
-    (tmp / "s.rdf.u8").write_bytes(BINARY)
-    return ["run", _topics_cfg(tmp, f"{{source: 'odp:{tmp / 's.rdf.u8'}'}}"), "--run-dir", str(tmp / "run")], \
-        "s.rdf.u8"
-
-
-def c_taxonomy_odp_bad_gzip(tmp):
-    (tmp / "s.rdf.u8.gz").write_bytes(b"not gzip at all" * 10)
-    return ["run", _topics_cfg(tmp, f"{{source: 'odp:{tmp / 's.rdf.u8.gz'}'}}"), "--run-dir", str(tmp / "run")], \
-        "s.rdf.u8.gz"
-
-
-def c_taxonomy_odp_truncated_gzip(tmp):
-    data = gzip.compress(b'<RDF xmlns:r="x">\n' + b'<Topic r:id="Top/Arts/Music">\n</Topic>\n' * 2000)
-    (tmp / "s.rdf.u8.gz").write_bytes(data[: len(data) // 2])
-    return ["run", _topics_cfg(tmp, f"{{source: 'odp:{tmp / 's.rdf.u8.gz'}'}}"), "--run-dir", str(tmp / "run")], \
-        "s.rdf.u8.gz"
-
-
-def c_taxonomy_all_excluded(tmp):
-    (tmp / "p.txt").write_text("World/Deutsch\nAdult/Foo\n")
-    return ["run", _topics_cfg(tmp, f"{{source: 'paths:{tmp / 'p.txt'}'}}"), "--run-dir", str(tmp / "run")], \
-        "no topics left after exclusion"
+def _taxonomy_case(kind, filename, content, excerpt):
+    def case(tmp):
+        path = tmp / filename
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            path.write_text(content)
+        return ["run", _topics_cfg(tmp, f"{{source: '{kind}:{path}'}}"), "--run-dir", str(tmp / "run")], excerpt
+    return case
 
 
 def c_taxonomy_empty_on_redo(tmp):  # a done stage redone with a bad input keeps its old outputs
@@ -405,6 +368,7 @@ def c_report_not_a_run_dir(tmp):
 
 CASES = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("c_")}
 CASES.update({f"eval_{name}": _eval_case(*case) for name, case in EVAL_CASES.items()})
+CASES.update({f"taxonomy_{name}": _taxonomy_case(*case) for name, case in TAXONOMY_CASES.items()})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
