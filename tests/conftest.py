@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,16 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "speed", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(pred, timeout: float = 60.0) -> bool:
+    """Poll ``pred()`` until it is true (True) or ``timeout`` seconds pass (False)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 @pytest.fixture(scope="session")

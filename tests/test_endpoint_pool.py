@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, wait_for
 from fake_openai import FakeOpenAI, FaultProxy
 from speed.config import ModelRef, build_config
 from speed.errors import ConfigError
@@ -142,14 +142,6 @@ def test_dead_endpoint_is_taken_out_and_recorded(tmp_path):
     assert totals(summarize(rows))["retries"] == 2
 
 
-def _wait_for(cond, timeout=30.0) -> None:
-    t0 = time.time()
-    while not cond():
-        if time.time() - t0 > timeout:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.01)
-
-
 def test_each_answer_is_cached_and_recorded_as_it_arrives(tmp_path):
     """12 requests, 2 in flight at a time; the server holds request 5 on. While the client waits for
     it, the 5 answers it has are already in the cache and the ledger (the batch of 4 x
@@ -166,8 +158,8 @@ def test_each_answer_is_cached_and_recorded_as_it_arrives(tmp_path):
         t.start()
         try:
             assert srv.held.wait(30)
-            _wait_for(lambda: srv.received == 7)  # both slots are now held
-            _wait_for(lambda: len(cache) == 5)
+            assert wait_for(lambda: srv.received == 7, timeout=30)  # both slots are now held
+            assert wait_for(lambda: len(cache) == 5, timeout=30)
             time.sleep(0.3)  # nothing more arrives while the server holds
             assert len(cache) == 5 and srv.received == 7
             rows = list(iter_ledger(ledger.path))
@@ -327,8 +319,8 @@ def test_sigkill_mid_shard_re_asks_only_the_requests_in_flight(tmp_path):
                                 env={**os.environ, "SPEED_FAKE_KEY": KEY, "SPEED_PROGRESS": "0"})
         try:
             assert srv.held.wait(120), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no hold"
-            _wait_for(lambda: srv.received == 9)  # both slots held
-            _wait_for(lambda: len(list(iter_ledger(killed / "ledger.jsonl"))) == 7)
+            assert wait_for(lambda: srv.received == 9, timeout=30)  # both slots held
+            assert wait_for(lambda: len(list(iter_ledger(killed / "ledger.jsonl"))) == 7, timeout=30)
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -336,7 +328,7 @@ def test_sigkill_mid_shard_re_asks_only_the_requests_in_flight(tmp_path):
         in_flight = srv.received - len(srv.served)
         assert in_flight == 2
         srv.release()  # the held requests are answered into closed connections (the server counts them)
-        _wait_for(lambda: len(srv.served) == 9)
+        assert wait_for(lambda: len(srv.served) == 9, timeout=30)
         before = list(srv.served)
         again = run_cli("run", cfg, "--run-dir", str(killed), env={"SPEED_FAKE_KEY": KEY})
         assert again.returncode == 0, again.stderr[-2000:]

@@ -3,11 +3,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, wait_for
 from odp_synth import write_dump
 from speed.config import build_config
 from speed.errors import SpeedError
@@ -141,15 +140,6 @@ def test_unwritable_run_dir_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "cannot write run directory" in proc.stderr
 
 
-def _wait_for(pred, timeout=60.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_kill_mid_stage_then_rerun_gives_the_uninterrupted_output(tmp_path):
     dump = write_dump(tmp_path / "structure.rdf.u8", 300_000)
     cfg = tmp_path / "odp.yaml"
@@ -166,7 +156,7 @@ def test_kill_mid_stage_then_rerun_gives_the_uninterrupted_output(tmp_path):
         except SpeedError:
             return False
 
-    assert _wait_for(running), "the stage never started"
+    assert wait_for(running), "the stage never started"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     st = status(killed)
