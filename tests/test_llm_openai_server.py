@@ -1,66 +1,43 @@
-"""The openai backend against a real OpenAI-compatible server: llama_cpp.server with SmolLM2.
+"""The openai backend against a real OpenAI-compatible server: llama.cpp's llama-server with SmolLM2.
 
 A recording proxy on 127.0.0.1 sits between the backend and the server and keeps the usage field
-of every raw response body; the ledger's sums must equal those of the server.
+of every raw response body; the ledger's sums must equal those of the server. The server is the
+one ``make setup`` builds, started by speed's own manager (with the repack probe's safe setting).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from speed.config import ModelRef
+from speed.errors import SpeedError
 from speed.llm import LLMClient, Ledger, Request, RequestCache, SamplingParams
 from speed.llm.ledger import iter_ledger, summarize, totals
 from speed.prompts import example_schema, parse_example
 
-pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def llama_server(smollm2_gguf, tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    fh = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", smollm2_gguf, "--host", "127.0.0.1",
-                             "--port", str(port), "--n_threads", "2", "--n_ctx", "2048", "--model_alias", "smollm2",
-                             "--verbose", "false"], stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def llama_server(tmp_path_factory):
+    from speed.llm import llama_server as ls
+    from speed.llm.backends.llamacpp_server_backend import server_spec
+
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/v1/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("llama_cpp.server did not start: " + log.read_text()[-2000:])
-            time.sleep(0.3)
-        yield url
+        spec, _ = server_spec(ModelRef(backend="llamacpp", model="smollm2-135m-instruct", n_threads=2, slots=2,
+                                       n_ctx=2048))
+    except SpeedError as exc:
+        pytest.skip(str(exc))
+    ls.set_log_dir(tmp_path_factory.mktemp("server"))
+    srv = ls.acquire(spec)
+    try:
+        yield srv.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        fh.close()
+        ls.release(srv)
+        ls.set_log_dir(None)
 
 
 @pytest.fixture

@@ -46,6 +46,10 @@ class ModelRef:
     json_mode: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     instruction: bool | None = None
+    # llamacpp only: a managed llama-server (the default) or llama-cpp-python in this process
+    engine: Literal["server", "in-process"] = "server"
+    slots: int = 8  # llamacpp server: parallel sequences (continuous batching)
+    ctx_per_slot: int | None = None  # llamacpp server: each slot's context (default n_ctx)
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
@@ -62,6 +66,11 @@ class ModelRef:
             from .llm.backends.openai_backend import check_options
 
             check_options(self.options or {}, where)
+        check(self.slots >= 1, f"{where}.slots", self.slots, "must be >= 1")
+        check(self.ctx_per_slot is None or self.ctx_per_slot >= 128, f"{where}.ctx_per_slot", self.ctx_per_slot,
+              "null (= n_ctx) or >= 128")
+        if self.backend == "llamacpp":
+            check_llamacpp_options(self.options or {}, where)
         if self.api_key_env is not None:
             check(self.api_key_env.replace("_", "").isalnum(), f"{where}.api_key_env", self.api_key_env,
                   "the NAME of an environment variable (the key itself never goes in a config)")
@@ -74,6 +83,26 @@ class ModelRef:
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+LLAMACPP_OPTIONS: dict[str, tuple[Any, str]] = {
+    "repack": (lambda v: v in ("auto", True, False), "auto, true or false"),
+    "cache_prompt": (lambda v: isinstance(v, bool), "true or false"),
+    "reuse_prefix": (lambda v: isinstance(v, bool), "true or false"),
+    "sampler": (lambda v: isinstance(v, dict), "a mapping of llama.cpp sampler settings (top_k, min_p, ...)"),
+    "n_batch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "n_gpu_layers": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer (-1: all)"),
+    "server_binary": (lambda v: isinstance(v, str) and bool(v), "the path of a llama-server binary"),
+    "server_args": (lambda v: isinstance(v, list) and all(isinstance(a, (str, int, float)) for a in v),
+                    "a list of extra llama-server arguments"),
+    "chat_format": (lambda v: isinstance(v, str), "a llama-cpp-python chat format name"),
+}
+
+
+def check_llamacpp_options(options: dict[str, Any], where: str) -> None:
+    for key, (ok, allowed) in LLAMACPP_OPTIONS.items():
+        if key in options:
+            check(bool(ok(options[key])), f"{where}.options.{key}", options[key], allowed)
 
 
 @dataclass

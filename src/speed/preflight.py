@@ -47,5 +47,12 @@ def check_models(config: SpeedConfig, name: str) -> None:
                 check_model_exists(ref.model)
             except SpeedError as exc:
                 raise SpeedError(f"models.{role}: {exc}") from None
+        if ref.backend == "llamacpp" and ref.engine == "server":
+            from .llm.llama_server import find_binary
+
+            try:
+                find_binary((ref.options or {}).get("server_binary"))
+            except SpeedError as exc:
+                raise SpeedError(f"models.{role}: {exc}") from None
         if ref.adapter and not Path(ref.adapter).expanduser().exists():
             raise SpeedError(f"models.{role}.adapter: {ref.adapter} does not exist")

@@ -146,9 +146,12 @@ class StageContext:
     # -- models ------------------------------------------------------------------------------------
     def llm(self, role: str):
         """The LLM client of ``role`` for this stage: cached and counted in the run's ledger."""
+        from .llm import llama_server
         from .llm.cache import RequestCache
         from .llm.client import LLMClient
         from .llm.ledger import Ledger
+
+        llama_server.set_log_dir(self.rundir.path / "logs")  # a managed llama-server logs into the run
 
         cache_path = self.config.run.cache or (self.rundir.path / "cache.sqlite")
         return LLMClient(self.model_ref(role), role=role, stage=self.name, cache=RequestCache(cache_path),

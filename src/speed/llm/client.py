@@ -95,6 +95,9 @@ class LLMClient:
             from .backends import make_backend
 
             self._backend = make_backend(self.ref)
+            describe = getattr(self._backend, "describe", None)
+            if self.show_progress and callable(describe):  # which engine each model got, in one line
+                print(f"[{self.stage}] {self.role} {self.ref.model} on {describe()}", flush=True)
         return self._backend
 
     def key(self, request: Request, index: int) -> str:

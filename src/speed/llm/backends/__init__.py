@@ -11,6 +11,10 @@ __all__ = ["Backend", "BackendRequest", "Completion", "Message", "Request", "Sam
 
 def make_backend(ref) -> Backend:
     """The backend ``ref.backend`` names, loaded and ready (heavy imports happen here)."""
+    if ref.backend == "llamacpp" and getattr(ref, "engine", "server") == "server":
+        from .llamacpp_server_backend import LlamaServerBackend
+
+        return LlamaServerBackend(ref)
     if ref.backend == "llamacpp":
         from .llamacpp_backend import LlamaCppBackend
 

@@ -1,7 +1,10 @@
 """In-process llama.cpp (llama-cpp-python) on a GGUF file: the offline default.
 
-Config: ``model`` (offline name, .gguf file or folder with one .gguf), ``adapter`` (a LoRA adapter
-in GGUF form), ``n_threads``, ``n_ctx``, ``json_mode``; ``options.sampler`` may set llama.cpp's
+``engine: in-process`` selects it (the default engine is a managed llama-server, see
+``llamacpp_server_backend``). Config: ``model`` (offline name, .gguf file or folder with one .gguf),
+``adapter`` (a LoRA adapter in GGUF form), ``n_threads``, ``n_ctx``, ``json_mode``; ``options.repack``
+(``auto``, the default: a probe decides whether llama.cpp's weight repacking is safe on this CPU,
+see ``speed.llm.engine_probe``; or true / false); ``options.sampler`` may set llama.cpp's
 own sampler knobs (top_k, min_p, repeat_penalty, ...; llama.cpp's defaults otherwise) and
 ``options.n_batch`` / ``options.n_gpu_layers`` pass through; ``options.reuse_prefix: true`` keeps
 llama.cpp's KV-cache prefix reuse between calls (faster, but a sample then depends on the previous
@@ -12,6 +15,7 @@ client caches each as soon as it is done (``batch_size`` does not apply).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -22,6 +26,32 @@ from .base import BackendRequest, Completion, error_text
 
 SAMPLER_KEYS = ("top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
                 "tfs_z", "mirostat_mode", "mirostat_tau", "mirostat_eta")
+
+
+_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _repacking(llama_cpp, on: bool):
+    """Load with llama.cpp's weight repacking (``use_extra_bufts``) on or off: llama-cpp-python has
+    no argument for it, so the default model params are patched for the duration of the load."""
+    if on:
+        yield
+        return
+    low = llama_cpp.llama_cpp
+    with _params_lock:
+        original = low.llama_model_default_params
+
+        def no_repack():
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        low.llama_model_default_params = no_repack
+        try:
+            yield
+        finally:
+            low.llama_model_default_params = original
 
 
 class LlamaCppBackend:
@@ -55,11 +85,21 @@ class LlamaCppBackend:
             kwargs["lora_path"] = str(ref.adapter)
         if opts.get("chat_format"):
             kwargs["chat_format"] = opts["chat_format"]
+        repack = opts.get("repack", "auto")
+        if repack == "auto":
+            from ..engine_probe import repack_safe
+
+            repack = repack_safe("in-process", path, threads=kwargs["n_threads"], label=ref.model)
+        self.repack = bool(repack)
         try:
-            self.llm = llama_cpp.Llama(**kwargs)
+            with _repacking(llama_cpp, self.repack):
+                self.llm = llama_cpp.Llama(**kwargs)
         except Exception as exc:  # llama.cpp says little more than "failed to load"
             raise ModelError(f"llama.cpp could not load {path}: {error_text(exc)}") from None
         self.path = path
+
+    def describe(self) -> str:
+        return f"in-process llama.cpp, 1 sample at a time, repack {'on' if self.repack else 'off'}"
 
     def _one(self, req: BackendRequest, seed: int | None) -> Completion:
         s = req.sampling

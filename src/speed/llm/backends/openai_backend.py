@@ -252,6 +252,7 @@ class OpenAIBackend:
                 if self._key:
                     last = last.replace(self._key, "***")  # a server that echoes the key: keep it off disk
                 status = getattr(exc, "status_code", None)
+                self._on_failure(exc, status, last)  # a subclass may stop the stage here (a dead local server)
                 if status in FATAL_STATUS:  # every request would fail the same way: stop the stage
                     hint = ("check the key in the variable named by api_key_env" if status in (401, 403)
                             else "check base_url and the served model name")
@@ -270,6 +271,9 @@ class OpenAIBackend:
                 delay = min(wait, self.max_retry_after) + self._rng.uniform(0, 0.1 * max(self.backoff_base, 0.01))
             time.sleep(delay)
         return Completion(error=last or "no attempt made", index=index)  # pragma: no cover
+
+    def _on_failure(self, exc: BaseException, status: int | None, text: str) -> None:
+        """Called on every failed try before the retry decision; raise a ModelError to stop the stage."""
 
     # -- batches ----------------------------------------------------------------------------------
 
