@@ -277,7 +277,8 @@ def c_model_adapter_for_another_base(tmp):
 
 
 def c_model_context_too_small(tmp):
-    _done(tmp / "run", "topics", "topics.jsonl", TOPIC_ROWS)
+    long = [dict(r, text=" ".join(["a long topic description"] * 120)) for r in TOPIC_ROWS]  # > 256 tokens
+    _done(tmp / "run", "topics", "topics.jsonl", long)
     return ["run", _teacher_cfg(tmp, "brainstorm", "{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 1, "
                                 "slots: 1, ctx_per_slot: 128}"),
             "--run-dir", str(tmp / "run"), "--from", "brainstorm"], "raise ctx_per_slot", tmp / "run"
@@ -433,7 +434,8 @@ def test_bad_input_is_one_line_exit_2_nothing_half_written(case, tmp_path):
                          if before.get(p) != after.get(p))
         # a stage that started may have marked itself running; nothing done may change or vanish
         allowed = {"manifest.json", "config.yaml", "ledger.jsonl", "cache.sqlite"}  # failed calls are counted
-        assert set(changed) <= allowed, changed
+        # a managed llama-server's log (logs/) is a diagnostic kept for the user, not an artifact
+        assert {c for c in changed if not c.startswith("logs/")} <= allowed, changed
         if "manifest.json" in changed:
             old, new = json.loads(before[run_dir / "manifest.json"]), RunDir(run_dir).read_manifest()
             for name, entry in old["stages"].items():

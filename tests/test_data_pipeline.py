@@ -17,6 +17,8 @@ from speed.rundir import RunDir
 
 KINDS = {"retrieval", "classification", "sts", "short-short", "long-long"}
 EVEN = "{retrieval: 1, classification: 1, sts: 1, short-short: 1, long-long: 1}"
+# the llama-server setting whose samples depend on their seed alone (README: "Does batching change a sample?")
+DETERMINISTIC = "slots: 1, options: {cache_prompt: false}"
 
 
 def _lines(path):
@@ -73,9 +75,9 @@ def test_kill_in_synthesize_then_rerun_matches_uninterrupted_run(tmp_path):
 run: {{name: kill, seed: 3, until: export,
       skip: [seed, train-junior, root, judge, revise-signals, train-senior, train-revisor]}}
 models:
-  teacher: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2}}
-  senior: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2}}
-  revisor: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2}}
+  teacher: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2, {DETERMINISTIC}}}
+  senior: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2, {DETERMINISTIC}}}
+  revisor: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2, {DETERMINISTIC}}}
 topics: {{count: 2}}
 brainstorm: {{max_tokens: 64, kinds: [retrieval]}}
 synthesize: {{count: 8, shard_size: 2, max_tokens: 96, proportions: {{sts: 1}}}}

@@ -1,9 +1,12 @@
 """The managed llama-server engine on a real model (SmolLM2-135M) through the real CLI.
 
 - a server killed by SIGSEGV mid-stage stops the run with one line naming the model and the signal;
-  the rerun pays no finished sample again and exports what an uninterrupted run exports;
-- a run SIGKILLed mid-stage leaves no llama-server behind (PR_SET_PDEATHSIG), and neither does a
-  run that ends or fails; the rerun exports the same examples (same ids), each sample paid once.
+  the rerun pays no finished sample again and, with the deterministic setting (one slot, no prompt
+  cache), exports exactly what an uninterrupted run exports;
+- a run SIGKILLed mid-stage with 4 batched slots leaves no llama-server behind (PR_SET_PDEATHSIG),
+  and neither does a run that ends or fails; the rerun has the same sample ids as an uninterrupted
+  run, none lost, duplicated or paid twice (texts may differ: with several slots a sample depends on
+  its batch-mates, see the README).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ def _binary_or_skip() -> None:
         pytest.skip(str(exc))
 
 
-GEN = "{{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2, slots: {slots}}}"
+GEN = "{{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2, {setting}}}"
+SETTINGS = {"batched": "slots: 4", "deterministic": "slots: 1, options: {cache_prompt: false}"}
 CONFIG = """
 run: {{name: srv, seed: 3, until: export,
       skip: [seed, train-junior, root, judge, revise-signals, train-senior, train-revisor]}}
@@ -49,7 +53,6 @@ synthesize: {{count: 12, shard_size: 12, max_tokens: 160, proportions: {{sts: 1}
 revise: {{max_tokens: 96, shard_size: 6}}
 export: {{quality: false}}
 """
-SLOTS = 4
 ENV = {"SPEED_PROGRESS": "0"}
 
 
@@ -57,9 +60,9 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _config(tmp: Path) -> Path:
+def _config(tmp: Path, setting: str) -> Path:
     cfg = tmp / "srv.yaml"
-    cfg.write_text(CONFIG.format(gen=GEN.format(slots=SLOTS)))
+    cfg.write_text(CONFIG.format(gen=GEN.format(setting=SETTINGS[setting])))
     return cfg
 
 
@@ -106,29 +109,44 @@ def _start_and_wait(cfg: Path, run_dir: Path, paid_at_least: int) -> tuple[subpr
     pytest.fail("synthesize did not get going in 600 s")
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
+def _uninterrupted(tmp: Path, setting: str) -> Path:
     _binary_or_skip()
-    tmp = tmp_path_factory.mktemp("full")
     run_dir = tmp / "run"
     out = open(tmp / "stdout.txt", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "speed", "run", str(_config(tmp)), "--run-dir", str(run_dir)],
-                            stdout=out, stderr=subprocess.PIPE, env={**os.environ, **ENV})
+    proc = subprocess.Popen([sys.executable, "-m", "speed", "run", str(_config(tmp, setting)), "--run-dir",
+                             str(run_dir)], stdout=out, stderr=subprocess.PIPE, env={**os.environ, **ENV})
     pids: set[int] = set()
     while proc.poll() is None:  # collect the servers it starts, to check none outlives the run
         pids |= {s.pid for s in _servers_of(proc)}
         time.sleep(0.05)
     err = proc.stderr.read().decode()
+    out.close()
     assert proc.returncode == 0, err[-3000:]
     assert pids and _gone(pids), "a llama-server outlived the run that started it"
-    out.close()
     # the line that says which engine and how many slots each model got
-    assert "[synthesize] senior smollm2-135m-instruct on llama-server, 4 slots" in (tmp / "stdout.txt").read_text()
+    slots = "4 slots" if setting == "batched" else "1 slot "
+    assert f"[synthesize] senior smollm2-135m-instruct on llama-server, {slots}" in (tmp / "stdout.txt").read_text()
     return run_dir
 
 
-def test_server_killed_by_sigsegv_mid_stage_is_one_line_and_the_rerun_pays_nothing_twice(tmp_path, uninterrupted):
-    cfg, run_dir = _config(tmp_path), tmp_path / "run"
+@pytest.fixture(scope="module")
+def uninterrupted_deterministic(tmp_path_factory) -> Path:
+    return _uninterrupted(tmp_path_factory.mktemp("full-deterministic"), "deterministic")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_batched(tmp_path_factory) -> Path:
+    return _uninterrupted(tmp_path_factory.mktemp("full-batched"), "batched")
+
+
+def _sample_ids(run_dir: Path) -> list[str]:
+    rows = _lines(run_dir / "synthesize" / "examples.jsonl") + _lines(run_dir / "synthesize" / "rejected.jsonl")
+    return sorted(r["id"] for r in rows)
+
+
+def test_server_killed_by_sigsegv_mid_stage_is_one_line_and_the_rerun_pays_nothing_twice(
+        tmp_path, uninterrupted_deterministic):
+    cfg, run_dir = _config(tmp_path, "deterministic"), tmp_path / "run"
     proc, pids = _start_and_wait(cfg, run_dir, paid_at_least=3)
     server = max(_servers_of(proc), key=lambda p: p.create_time())
     os.kill(server.pid, signal.SIGSEGV)
@@ -149,11 +167,14 @@ def test_server_killed_by_sigsegv_mid_stage_is_one_line_and_the_rerun_pays_nothi
     assert len(_paid(run_dir, "synthesize")) == 12
     hits = [r for r in iter_ledger(run_dir / "ledger.jsonl") if r["stage"] == "synthesize" and r["cache_hit"]]
     assert len(hits) == before
-    assert _lines(run_dir / "export" / "data.jsonl") == _lines(uninterrupted / "export" / "data.jsonl")
+    assert _sample_ids(run_dir) == _sample_ids(uninterrupted_deterministic)
+    assert _lines(run_dir / "synthesize" / "examples.jsonl") == \
+        _lines(uninterrupted_deterministic / "synthesize" / "examples.jsonl")
+    assert _lines(run_dir / "export" / "data.jsonl") == _lines(uninterrupted_deterministic / "export" / "data.jsonl")
 
 
-def test_sigkilled_run_leaves_no_server_and_resumes_to_the_same_export(tmp_path, uninterrupted):
-    cfg, run_dir = _config(tmp_path), tmp_path / "run"
+def test_sigkilled_batched_run_leaves_no_server_and_resumes_with_every_sample_once(tmp_path, uninterrupted_batched):
+    cfg, run_dir = _config(tmp_path, "batched"), tmp_path / "run"
     proc, pids = _start_and_wait(cfg, run_dir, paid_at_least=2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -163,7 +184,8 @@ def test_sigkilled_run_leaves_no_server_and_resumes_to_the_same_export(tmp_path,
     assert _gone(pids), "llama-server outlived a SIGKILLed run"
     again = run_cli("run", str(cfg), "--run-dir", str(run_dir), env=ENV, timeout=1200)
     assert again.returncode == 0, again.stderr[-3000:]
-    a, b = _lines(uninterrupted / "export" / "data.jsonl"), _lines(run_dir / "export" / "data.jsonl")
-    assert [r["id"] for r in a] == [r["id"] for r in b] and len({r["id"] for r in b}) == len(b)
-    assert a == b
-    assert len(_paid(run_dir, "synthesize")) == 12  # none lost, none paid twice
+    ids = _sample_ids(run_dir)
+    assert ids == _sample_ids(uninterrupted_batched) and len(ids) == len(set(ids)) == 12  # none lost or doubled
+    assert len(_paid(run_dir, "synthesize")) == 12  # none paid twice
+    exported = [r["id"] for r in _lines(run_dir / "export" / "data.jsonl")]
+    assert len(exported) == len(set(exported))

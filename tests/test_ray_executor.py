@@ -325,13 +325,15 @@ def test_ray_killed_resumes_under_local_and_local_killed_resumes_under_ray(tmp_p
 # -- a real small model: llama.cpp inside the workers ------------------------------------------------
 
 def _smollm_config(tmp_path) -> Path:
-    gen = "{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 1}"
+    # one slot, no prompt cache: samples that depend on their seed alone, whichever process runs them
+    gen = "{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 1, slots: 1, options: {cache_prompt: false}}"
     cfg = tmp_path / "smol.yaml"
     cfg.write_text(f"""
 run: {{name: smol, seed: 3, until: revise, skip: {SKIP}, ray_workers: 2, ray_object_store_mb: 200}}
 models:
   teacher: {gen}
-  senior: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 1, json_mode: true}}
+  senior: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 1, json_mode: true, slots: 1,
+           options: {{cache_prompt: false}}}}
   revisor: {gen}
 topics: {{count: 2}}
 brainstorm: {{max_tokens: 64, kinds: [retrieval]}}

@@ -105,8 +105,10 @@ class LlamaServerBackend(OpenAIBackend):
                 "same command to resume (if it happens again, set options.repack: false or engine: in-process "
                 f"for this model; log: {self.server.log_path})")
         if status == 400 and _CONTEXT.search(text):
-            raise ModelError(f"model {self.label}: a prompt does not fit a slot's context of {self.spec.ctx_per_slot} "
-                             f"tokens ({text[:160]}); raise ctx_per_slot (or n_ctx) for this model")
+            said = text.split(" - ", 1)[-1][:160]  # llama.cpp's own words: the request's and the slot's tokens
+            raise ModelError(f"model {self.label}: a prompt does not fit a slot's context (ctx_per_slot "
+                             f"{self.spec.ctx_per_slot}; llama-server: {said}); raise ctx_per_slot (or n_ctx) for "
+                             "this model")
 
     def close(self) -> None:
         from .. import llama_server
