@@ -6,7 +6,8 @@
 #   bash scripts/build_llama_server.sh [VENV]      (make setup runs it; ~3.5 minutes on 2 cores)
 #
 # Installs VENV/bin/llama-server and VENV/bin/llama-batched-bench (static, native CPU build) and
-# VENV/share/speed/llama-server.json (the llama.cpp commit, the source's sha256, the build flags).
+# VENV/share/speed/llama-server.json (the release, the source's sha256, the build flags), and keeps
+# a copy in $SPEED_HOME/build/ for the next clone on this machine.
 # No network at build time beyond the package registry: no web UI download (LLAMA_USE_PREBUILT_UI=OFF),
 # no HTTPS client (LLAMA_OPENSSL=OFF), no model downloads.
 set -euo pipefail
@@ -20,6 +21,17 @@ BUILD="$WORK/build-server"
 JOBS=${SPEED_BUILD_JOBS:-$(nproc)}
 
 mkdir -p "$WORK" "$VENV/share/speed"
+# A native build is kept per machine in $SPEED_HOME (keyed by the version, the CPU flags and the
+# compiler), so a fresh clone on the same machine (CI) installs it in a second instead of rebuilding.
+CPUKEY=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m; cc --version 2>/dev/null | head -1) | sha256sum | cut -c1-16)
+KEEP="${SPEED_HOME:-$HOME/.cache/speed}/build/llama-server-$VERSION-$CPUKEY"
+if [ -x "$KEEP/llama-server" ] && [ -x "$KEEP/llama-batched-bench" ] && [ -f "$KEEP/llama-server.json" ]; then
+  install -m 755 "$KEEP/llama-server" "$VENV/bin/llama-server"
+  install -m 755 "$KEEP/llama-batched-bench" "$VENV/bin/llama-batched-bench"
+  cp "$KEEP/llama-server.json" "$VENV/share/speed/llama-server.json"
+  echo "build_llama_server: installed the build kept in $KEEP"
+  exit 0
+fi
 SDIST=$(ls "$WORK"/llama_cpp_python-"$VERSION".tar.gz 2>/dev/null || true)
 if [ -z "$SDIST" ]; then
   echo "build_llama_server: fetching the llama-cpp-python $VERSION source distribution (vendored llama.cpp)"
@@ -55,4 +67,6 @@ json.dump({"llama_cpp_python": version, "sdist_sha256": sha, "cmake_flags": flag
            "binary_sha256": bin_sha}, open(out, "w"), indent=2)
 EOF
 "$VENV/bin/llama-server" --version 2>&1 | head -2
+mkdir -p "$KEEP.tmp" && cp "$VENV/bin/llama-server" "$VENV/bin/llama-batched-bench" "$VENV/share/speed/llama-server.json" "$KEEP.tmp/" \
+  && rm -rf "$KEEP" && mv "$KEEP.tmp" "$KEEP" || echo "build_llama_server: could not keep the build in $KEEP (it will be rebuilt next time)"
 echo "build_llama_server: installed $VENV/bin/llama-server"

@@ -1,10 +1,10 @@
 """A managed llama.cpp server: ``llama-server`` as a child process on a free loopback port.
 
-``acquire(spec)`` starts (or shares) one server per base model and settings; the adapters a spec
-names are loaded at start with ``--lora-init-without-apply`` and picked per request (the request's
-``lora`` field), so requests for different adapters of one base share a process. ``release``
-stops a server when its last user is done (the stage's clients close in ``finally``); ``stop_all``
-runs at interpreter exit. The child gets ``PR_SET_PDEATHSIG = SIGKILL``: a parent killed by
+``acquire(spec)`` starts (or shares) one server per base model and settings; its adapters are
+loaded at start with ``--lora-init-without-apply`` and picked per request (the request's ``lora``
+field), so requests for different adapters of one base share a process (``hold`` loads a set of
+them up front). ``release`` stops a server when its last user is done (the stage's clients close
+in ``finally``); ``stop_all`` runs at interpreter exit. The child gets ``PR_SET_PDEATHSIG = SIGKILL``: a parent killed by
 SIGKILL takes its servers with it, so no ``llama-server`` of a run outlives it.
 
 Each server logs to ``<log dir>/llama-server-<model>-<port>.log`` (the run directory's ``logs/``
@@ -16,6 +16,7 @@ dies later is described by ``LlamaServer.death()`` (exit code or signal name).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -41,8 +42,9 @@ START_TIMEOUT_S = 600.0
 
 _log_dir: Path | None = None
 _lock = threading.RLock()
-_servers: dict["ServerSpec", "LlamaServer"] = {}
-_refs: dict["ServerSpec", int] = {}
+_servers: dict["ServerSpec", "LlamaServer"] = {}  # base spec -> its current server
+_refs: dict[int, int] = {}  # id(server) -> users
+_live: dict[int, "LlamaServer"] = {}  # every server started and not yet stopped (stop_all's list)
 
 
 def set_log_dir(path: str | os.PathLike | None) -> None:
@@ -113,11 +115,21 @@ class ServerSpec:
         for ad in self.adapters:
             a += ["--lora", ad]
         if self.adapters:
-            a.append("--lora-init-without-apply")
+            # every adapter at scale 0 until a request names it; no cross-slot prompt cache, which
+            # restores KV by tokens alone and so could hand one adapter's KV to another's request
+            # (llama.cpp issue 26207); a slot's own cache is cleared when its adapter changes
+            a += ["--lora-init-without-apply", "--cache-ram", "0"]
         return a + list(self.extra_args)
 
-    def adapter_id(self, adapter: str | None) -> int | None:
-        return None if adapter is None else self.adapters.index(adapter)
+    def base(self) -> "ServerSpec":
+        """The spec without adapters: what servers that can share their work have in common."""
+        return dataclasses.replace(self, adapters=())
+
+    def lora_field(self, adapter: str | None) -> list[dict]:
+        """The request's ``lora`` field: its adapter at scale 1, every other loaded one at 0 (a
+        list that names them all, so that llama.cpp compares it with the slot's and clears the
+        slot's prompt cache when it changes; an empty list would keep another adapter's KV)."""
+        return [{"id": i, "scale": 1.0 if a == adapter else 0.0} for i, a in enumerate(self.adapters)]
 
 
 def _free_port() -> int:
@@ -229,43 +241,73 @@ class LlamaServer:
 
 
 def acquire(spec: ServerSpec) -> LlamaServer:
-    """A running server for ``spec``, shared by every user until the last ``release``."""
+    """A running server that has ``spec``'s base model, settings and adapters, shared by its users
+    until the last ``release``. One server per base: a spec whose adapter the current server lacks
+    gets a new server with every adapter of the old one plus its own (the old one stops when its
+    users are done); ``hold`` loads a set of adapters up front so that nothing restarts."""
     with _lock:
-        srv = _servers.get(spec)
-        if srv is not None and not srv.alive():
-            srv = None  # a dead server is replaced for the next user (its users have seen the error)
+        key = spec.base()
+        srv = _servers.get(key)
+        if srv is not None and (not srv.alive() or not set(spec.adapters) <= set(srv.spec.adapters)):
+            adapters = srv.spec.adapters if srv.alive() else ()
+            if _refs.get(id(srv), 0) <= 0:
+                _live.pop(id(srv), None)
+                srv.stop()
+            srv = None
+            spec = dataclasses.replace(spec, adapters=tuple(dict.fromkeys(adapters + spec.adapters)))
         if srv is None:
             srv = LlamaServer(spec).start()
-            _servers[spec] = srv
-            _refs[spec] = 0
-        _refs[spec] += 1
+            _servers[key] = srv
+            _live[id(srv)] = srv
+        _refs[id(srv)] = _refs.get(id(srv), 0) + 1
         return srv
 
 
 def release(srv: LlamaServer) -> None:
+    """One user is done with ``srv``; the last one stops it."""
     with _lock:
-        spec = srv.spec
-        if _servers.get(spec) is not srv:
-            srv.stop()
+        left = _refs.get(id(srv), 0) - 1
+        if left > 0:
+            _refs[id(srv)] = left
             return
-        _refs[spec] -= 1
-        if _refs[spec] <= 0:
-            _servers.pop(spec, None)
-            _refs.pop(spec, None)
-            srv.stop()
+        _refs.pop(id(srv), None)
+        key = srv.spec.base()
+        if _servers.get(key) is srv:
+            _servers.pop(key, None)
+        _live.pop(id(srv), None)
+        srv.stop()
+
+
+@contextlib.contextmanager
+def hold(specs: Sequence[ServerSpec]):
+    """Keep one server per base model running, with every adapter of ``specs`` loaded, until the
+    block ends: backends made inside share it and pick their adapter per request (e.g. a
+    comparison of base, junior, senior and revisor adapters of one base)."""
+    merged: dict[ServerSpec, ServerSpec] = {}
+    for sp in specs:
+        key = sp.base()
+        have = merged.get(key, key).adapters
+        merged[key] = dataclasses.replace(sp, adapters=tuple(dict.fromkeys(have + sp.adapters)))
+    held = [acquire(sp) for sp in merged.values()]
+    try:
+        yield held
+    finally:
+        for srv in held:
+            release(srv)
 
 
 def stop_all() -> None:
     with _lock:
-        for srv in list(_servers.values()):
+        for srv in list(_live.values()):
             srv.stop()
+        _live.clear()
         _servers.clear()
         _refs.clear()
 
 
 def running() -> list[LlamaServer]:
     with _lock:
-        return list(_servers.values())
+        return [s for s in _live.values() if s.alive()]
 
 
 atexit.register(stop_all)

@@ -70,13 +70,13 @@ class LlamaServerBackend(OpenAIBackend):
         self.source_ref = ref
         spec, adapter = server_spec(ref)
         self.server = llama_server.acquire(spec)
-        self.spec = spec
+        self.spec = self.server.spec  # the server's: it may hold more adapters than this one
         self.label = ref.model + (f" + adapter {Path(adapter).name}" if adapter else "")
         try:
             opts = ref.options or {}
             body: dict[str, Any] = {"cache_prompt": bool(opts.get("cache_prompt", True)),
                                     # this request's adapter at scale 1, every other one loaded at 0
-                                    "lora": [{"id": spec.adapter_id(adapter), "scale": 1.0}] if adapter else []}
+                                    "lora": self.server.spec.lora_field(adapter)}
             body.update({k: v for k, v in (opts.get("sampler") or {}).items() if k in SAMPLER_KEYS})
             served = dataclasses.replace(
                 ref, backend="openai", model="speed-model", base_url=self.server.url, api_key_env=None,
@@ -84,7 +84,7 @@ class LlamaServerBackend(OpenAIBackend):
                 options={"json_format": "json_object", "extra_body": body, "circuit_failures": 0,
                          "backoff_base_s": 0.2, "backoff_max_s": 2.0})
             super().__init__(served)
-            # never more requests than slots: a queued request's KV would wait in the server anyway
+            # `slots` requests in flight (max_concurrency), as many again queued in this process
             self.preferred_batch = 2 * spec.slots
         except BaseException:
             llama_server.release(self.server)
