@@ -89,7 +89,7 @@ def engine_side(ref, engine: str, slots: int, prompts, scfg) -> dict:
         client.close()
     comps = [c[0] for c in outs]
     valid = sum(bool(c.ok and parse_example(p.kind, c.text, p.attributes).ok) for p, c in zip(prompts, comps))
-    return {"side": engine, "label": f"{engine}: {describe.split(' at ')[0]}", "samples": len(prompts),
+    return {"side": engine, "label": f"{engine}: {describe.split(', at http')[0]}", "samples": len(prompts),
             "seconds": secs, "valid": valid, "errors": sum(not c.ok for c in comps),
             "completion_tokens": sum(c.completion_tokens for c in comps),
             "prompt_tokens": sum(c.prompt_tokens for c in comps)}

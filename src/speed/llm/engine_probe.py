@@ -63,10 +63,6 @@ def cpu_signature() -> str:
     return f"{model}|{flags}"
 
 
-def has_amx() -> bool:
-    return "amx_tile" in cpu_signature().split("|")[-1].split()
-
-
 def _file_id(path: str) -> str:
     st = os.stat(path)
     return f"{Path(path).resolve()}:{st.st_size}:{int(st.st_mtime)}"
@@ -219,7 +215,5 @@ def _say(msg: str) -> None:
 
 def build_id_for(engine: str, binary: str | None) -> str:
     if engine == "server":
-        from .llama_server import build_id
-
-        return "server:" + build_id(binary or "llama-server")
+        return "server:" + _file_id(binary or "llama-server")
     return "in-process:" + inprocess_build_id()

@@ -82,12 +82,6 @@ def find_binary(explicit: str | None = None, name: str = "llama-server") -> str:
     raise ModelError(f"{name} is not built (looked for {', '.join(tried)} and on PATH); {BUILD_HINT}")
 
 
-def build_id(binary: str) -> str:
-    """What identifies a llama-server build for the probe cache: its size and mtime (cheap)."""
-    st = os.stat(binary)
-    return f"{Path(binary).resolve()}:{st.st_size}:{int(st.st_mtime)}"
-
-
 @dataclasses.dataclass(frozen=True)
 class ServerSpec:
     """Everything that makes two servers interchangeable (the registry's key)."""
@@ -318,6 +312,3 @@ def post_json(url: str, body: dict, timeout: float = 60.0) -> dict:
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read().decode())
 
-
-def all_adapters(adapters: Sequence[str | None]) -> tuple[str, ...]:
-    return tuple(sorted({str(Path(a).resolve()) for a in adapters if a}))

@@ -31,7 +31,7 @@ SERVER_TIMEOUT_S = 900.0  # a request waits for the CPU with the other slots: al
 _CONTEXT = re.compile(r"context|exceed", re.I)
 
 
-def server_spec(ref, want_repack: bool | None = None):
+def server_spec(ref):
     """The ``ServerSpec`` of ``ref`` (resolving the model, the binary and, with ``repack: auto``, the probe)."""
     from ...models import resolve_model
     from .. import llama_server
@@ -48,8 +48,6 @@ def server_spec(ref, want_repack: bool | None = None):
                              "(convert a PEFT folder with llama.cpp's convert_lora_to_gguf.py)")
     threads = ref.n_threads or max(1, os.cpu_count() or 2)
     repack = opts.get("repack", "auto")
-    if want_repack is not None:
-        repack = want_repack
     if repack == "auto":
         repack = repack_safe("server", path, threads=threads, binary=binary, label=ref.model)
     extra = tuple(str(a) for a in (opts.get("server_args") or ()))
