@@ -54,6 +54,21 @@ def _repacking(llama_cpp, on: bool):
             low.llama_model_default_params = original
 
 
+def open_llama(kwargs: dict[str, Any], repack: Any = "auto", label: str | None = None):
+    """``(llama_cpp.Llama(**kwargs), repacking used)``: every in-process load of a GGUF goes through
+    here, so that repacking is on only where the probe found it safe (``repack: auto``)."""
+    from ...errors import require
+
+    llama_cpp = require("llama_cpp", "llamacpp", "the llamacpp backend")
+    if repack == "auto":
+        from ..engine_probe import repack_safe
+
+        repack = repack_safe("in-process", kwargs["model_path"], threads=int(kwargs.get("n_threads") or 2),
+                             label=label)
+    with _repacking(llama_cpp, bool(repack)):
+        return llama_cpp.Llama(**kwargs), bool(repack)
+
+
 class LlamaCppBackend:
     name = "llamacpp"
 
@@ -69,7 +84,7 @@ class LlamaCppBackend:
         if llama is not None:
             self.llm = llama
             return
-        llama_cpp = require("llama_cpp", "llamacpp", "the llamacpp backend")
+        require("llama_cpp", "llamacpp", "the llamacpp backend")
         from ...models import resolve_model
 
         path = resolve_model(ref.model, want="gguf")
@@ -85,15 +100,8 @@ class LlamaCppBackend:
             kwargs["lora_path"] = str(ref.adapter)
         if opts.get("chat_format"):
             kwargs["chat_format"] = opts["chat_format"]
-        repack = opts.get("repack", "auto")
-        if repack == "auto":
-            from ..engine_probe import repack_safe
-
-            repack = repack_safe("in-process", path, threads=kwargs["n_threads"], label=ref.model)
-        self.repack = bool(repack)
         try:
-            with _repacking(llama_cpp, self.repack):
-                self.llm = llama_cpp.Llama(**kwargs)
+            self.llm, self.repack = open_llama(kwargs, repack=opts.get("repack", "auto"), label=ref.model)
         except Exception as exc:  # llama.cpp says little more than "failed to load"
             raise ModelError(f"llama.cpp could not load {path}: {error_text(exc)}") from None
         self.path = path
