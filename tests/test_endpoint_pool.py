@@ -298,6 +298,14 @@ def test_wrong_key_stops_the_stage_with_one_line(tmp_path):
             assert KEY.encode() not in path.read_bytes(), path
 
 
+def _cached(path: Path) -> int:
+    """Rows in a run's request cache (0 while the file does not exist yet)."""
+    if not path.exists():
+        return 0
+    with RequestCache(path) as cache:
+        return len(cache)
+
+
 def test_sigkill_mid_shard_re_asks_only_the_requests_in_flight(tmp_path):
     """brainstorm (24 requests, shards of 12, 2 in flight) is SIGKILLed while the server holds its
     8th request on: the 7 answers it had are cached and recorded; the rerun asks again only the
@@ -321,6 +329,8 @@ def test_sigkill_mid_shard_re_asks_only_the_requests_in_flight(tmp_path):
             assert srv.held.wait(120), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no hold"
             assert wait_for(lambda: srv.received == 9, timeout=30)  # both slots held
             assert wait_for(lambda: len(list(iter_ledger(killed / "ledger.jsonl"))) == 7, timeout=30)
+            # the ledger row is written before the cache row (see LLMClient._commit): wait for both
+            assert wait_for(lambda: _cached(killed / "cache.sqlite") == 7, timeout=30)
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
