@@ -72,7 +72,7 @@ def engine_side(ref, engine: str, slots: int, prompts, scfg) -> dict:
     from speed.llm.client import LLMClient
     from speed.llm.ledger import Ledger
     from speed.prompts import example_schema, parse_example
-    from speed.stages._gen import request
+    from speed.stages.generation import request
 
     ref = dataclasses.replace(ref, engine=engine, slots=slots)
     with tempfile.TemporaryDirectory() as tmp:

@@ -417,7 +417,7 @@ def test_stage_config_validation():
                 stage.Config(bands=8), stage.Config(bands=64, rows=4)):
         with pytest.raises(ConfigError, match="stages.dedup"):
             bad.validate("stages.dedup")
-    assert stage.REQUIRES == ("revise",) and stage.ROLES == ()
+    assert stage.STAGE.requires == ("revise",) and stage.STAGE.roles == ()
     from speed.configschema import from_dict
 
     cfg = from_dict(stage.Config, {"threshold": 0.8, "shingle": "word", "shingle_size": 3,

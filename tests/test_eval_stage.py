@@ -38,17 +38,14 @@ def test_evaluate_stage_trained_vs_base(tmp_path):
     assert abs(body["delta"]["TinySTS"]) < 1e-6  # the same weights
     assert body["base"]["encode"]["encoded"] == 0  # same weights, same identity: all from the cache
     assert {"results.json", "results.txt"} <= set(ctx.outputs)
-    assert stage.REQUIRES == ("train-embedder",) and stage.ROLES == ("embedder",)
+    assert stage.STAGE.requires == ("train-embedder",) and stage.STAGE.roles == ("embedder",)
 
 
 def test_stage_sections_parse_once_registered(monkeypatch):
     """What the registry lines enable: `evaluate:` and `report:` sections in a config."""
-    from speed import stages
     from speed.config import build_config
     from speed.errors import ConfigError
 
-    monkeypatch.setitem(stages._IMPLEMENTED, "evaluate", "speed.stages.evaluate")
-    monkeypatch.setitem(stages._IMPLEMENTED, "report", "speed.stages.report")
     cfg = build_config({"models": {"embedder": "all-minilm-l6-v2"},
                         "evaluate": {"tasks": [str(FIX / "valid" / "TinySTS")], "instruction": "off"},
                         "report": {"prices": None}})

@@ -70,7 +70,7 @@ def evaluate_unimplemented(monkeypatch):
     """Pretend the evaluate stage is not built, to check how the pipeline treats a missing stage."""
     import speed.stages as stages
 
-    monkeypatch.delitem(stages._IMPLEMENTED, "evaluate", raising=False)
+    monkeypatch.setitem(stages._DECLARED, "evaluate", None)
     return "evaluate"
 
 

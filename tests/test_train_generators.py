@@ -22,8 +22,6 @@ from speed.rundir import RunDir, StageContext
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-TRAIN_STAGES = {"train-junior": "speed.stages.train_junior", "train-senior": "speed.stages.train_senior",
-                "train-revisor": "speed.stages.train_revisor", "train-embedder": "speed.stages.train_embedder"}
 BASE = "smollm2-135m-instruct"
 # small, quick settings: tiny batches, short sequences, no dropout (exact resume / comparisons)
 TINY = {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 96, "lora_r": 4,
@@ -70,12 +68,9 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
-    """Register the training stages (works before and after src/speed/stages/__init__.py lists them)."""
-    import speed.stages as stages
+    """No extra trainer callbacks (a test adds its own)."""
     import speed.train.common as common
 
-    for name, mod in TRAIN_STAGES.items():
-        monkeypatch.setitem(stages._IMPLEMENTED, name, mod)
     monkeypatch.setattr(common, "EXTRA_CALLBACKS", [])
     return common
 
@@ -373,11 +368,8 @@ def test_killed_training_resumes_to_the_same_loss_and_is_not_redone(tmp_path, re
 @pytest.fixture(scope="module")
 def memorised_junior(tmp_path_factory, smollm2_hf):
     """A junior trained until it reproduces 4 short JSON examples (the module's shared adapter)."""
-    import speed.stages as stages
     from speed.stages import train_junior
 
-    for name, mod in TRAIN_STAGES.items():
-        stages._IMPLEMENTED.setdefault(name, mod)
     run_dir = tmp_path_factory.mktemp("memorise") / "run"
     cfg = make_config("train-junior", "junior", max_steps=24, save_steps=100, learning_rate=2e-3,
                       per_device_batch_size=4, lora_r=8, lora_alpha=16, warmup=2)

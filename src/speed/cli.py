@@ -49,11 +49,11 @@ def cmd_run(args) -> int:
 
 
 def print_summary(run_dir) -> None:
-    """The closing summary of a run: counts, teacher cost, scores before and after, the report."""
-    from pathlib import Path
-
+    """The closing summary of a run: stages done, teacher cost, then each done stage's own summary
+    lines (its declaration's ``summary`` hook: examples exported, scores before and after, the report)."""
     from .llm.ledger import totals
     from .pipeline import status
+    from .stages import declarations
 
     st = status(run_dir)["stages"]
     print(f"\n== summary of {run_dir} ==")
@@ -61,10 +61,6 @@ def print_summary(run_dir) -> None:
     print(f"stages done: {len(done)} of {len(st)}"
           + (f" (skipped: {', '.join(n for n, s in st.items() if s['state'] == 'skipped')})"
              if any(s["state"] == "skipped" for s in st.values()) else ""))
-    export = st.get("export", {})
-    if export.get("state") == "done":
-        c = export.get("counts", {})
-        print(f"examples exported: {c.get('rows')} by kind {c.get('by_kind')}; funnel {c.get('funnel')}")
     teacher = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cache_hits": 0}
     for s in st.values():
         t = totals({"teacher": (s.get("usage") or {}).get("teacher", {})})
@@ -72,15 +68,10 @@ def print_summary(run_dir) -> None:
             teacher[k] += t[k]
     print(f"teacher: {teacher['calls']} calls, {teacher['prompt_tokens'] + teacher['completion_tokens']} tokens "
           f"({teacher['cache_hits']} cache hits)")
-    ev = st.get("evaluate", {})
-    if ev.get("state") == "done":
-        trained, delta = ev["counts"].get("trained", {}), ev["counts"].get("delta", {}) or {}
-        for task, score in trained.items():
-            b = score - delta[task] if task in delta else None
-            print(f"  {task:<34} base {'-' if b is None else f'{b:.4f}'}  fine-tuned {score:.4f}")
-    report = Path(run_dir) / "report" / "report.html"
-    if report.exists():
-        print(f"report: {report}")
+    for stage in declarations():
+        if stage.summary is not None and st.get(stage.name, {}).get("state") == "done":
+            for line in stage.summary(st[stage.name], run_dir):
+                print(line)
     print(f"details: speed status {run_dir}")
 
 

@@ -1,9 +1,11 @@
 """Runs the stages of a config in order over a run directory, skipping what is already done.
 
-A stage is skipped when the manifest says it is done, its config hash (its own section, the model
-references of the roles it uses, the run seed) and its input hash (the keys and output digests of
-the stages it reads) are unchanged, and its output files are intact. A changed stage config
-therefore reruns that stage and, through the input hashes, every stage after it that reads it.
+``decide`` is the one decider of what to do with a stage (``speed run``, ``--dry-run`` and the
+training launcher call it): skip it when the manifest says it is done, its config hash (its own
+section, the model references of the roles it uses, the run seed) and its input hash (the keys and
+output digests of the stages it reads) are unchanged, and its output files are intact; resume it
+when a kill left it running with the same hashes; else run it. A changed stage config therefore
+reruns that stage and, through the input hashes, every stage after it that reads it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .llm.ledger import iter_ledger, summarize
 from .preflight import check_stage
 from .rundir import RunDir, StageContext, _now, output_intact
 from .stage_attempt import StageAttempt
-from .stages import STAGE_ORDER, is_implemented, stage_module
+from .stages import STAGE_ORDER, declaration, is_implemented
 
 Overwrite = Literal["never", "only-missing", "always"]
 STAGE_FORMAT = 1  # bump to invalidate every stage's hash when record formats change
@@ -57,8 +59,7 @@ def select_stages(from_stage: str | None, until: str | None) -> list[str]:
 
 
 def config_hash(config: SpeedConfig, name: str) -> str:
-    mod = stage_module(name)
-    models = {role: to_dict(config.models[role]) for role in getattr(mod, "ROLES", ()) if role in config.models}
+    models = {role: to_dict(config.models[role]) for role in declaration(name).roles if role in config.models}
     return stable_hash({"format": STAGE_FORMAT, "stage": name, "config": to_dict(config.stage(name)),
                         "models": models, "seed": config.run.seed})
 
@@ -66,15 +67,42 @@ def config_hash(config: SpeedConfig, name: str) -> str:
 def input_hash(manifest: dict, name: str) -> str:
     from .trained import role_inputs
 
-    mod = stage_module(name)
+    stage = declaration(name)
     # the training stages whose models this stage uses (not itself: a training stage provides its role)
-    trained = {k: v for k, v in role_inputs(manifest, getattr(mod, "ROLES", ())).items() if k != name}
+    trained = {k: v for k, v in role_inputs(manifest, stage.roles).items() if k != name}
     deps: dict = {"trained": trained}
-    for dep in getattr(mod, "REQUIRES", ()):
+    for dep in stage.requires:
         entry = manifest["stages"].get(dep) or {}
         deps[dep] = {"config_hash": entry.get("config_hash"), "input_hash": entry.get("input_hash"),
                      "outputs": {k: v.get("sha256") for k, v in (entry.get("outputs") or {}).items()}}
     return stable_hash(deps)
+
+
+def check_requirements(rundir: RunDir, name: str, manifest: dict) -> None:
+    for dep in declaration(name).requires:
+        entry = manifest["stages"].get(dep)
+        # a skipped stage counts as settled: a stage that reads its files says so when they are missing
+        if not entry or entry.get("status") not in ("done", "skipped"):
+            raise SpeedError(f"stage {name} needs stage {dep}, which is not done in {rundir.path}; "
+                             f"run it first (speed run ... --from {dep})")
+
+
+def decide(config: SpeedConfig, rundir: RunDir, manifest: dict, name: str, overwrite: Overwrite,
+           strict: bool = True) -> tuple[str, str, str]:
+    """(action, config hash, input hash) for stage ``name``: action "skip", "resume" or "run".
+    A done stage that is stale under ``--overwrite never`` is an error (with ``strict``), else "run"."""
+    chash, ihash = config_hash(config, name), input_hash(manifest, name)
+    entry = manifest["stages"].get(name) or {}
+    same = entry.get("config_hash") == chash and entry.get("input_hash") == ihash and overwrite != "always"
+    if entry.get("status") == "done":
+        intact = output_intact(rundir.stage_dir(name), entry.get("outputs"))
+        if same and intact:
+            return "skip", chash, ihash
+        if overwrite == "never" and strict:
+            why = "its config or inputs changed" if not same else "its outputs are missing or changed"
+            raise SpeedError(f"stage {name} is done but {why}; rerun with --overwrite only-missing "
+                             "or --overwrite always to redo it")
+    return ("resume" if entry.get("status") == "running" and same else "run"), chash, ihash
 
 
 class Pipeline:
@@ -149,32 +177,15 @@ class Pipeline:
             self.rundir.update_stage(name, status="skipped", outputs={}, counts={}, finished_at=_now())
         log(f"[{name}] skipped (run.skip)")
 
-    def _check_requirements(self, name: str, manifest: dict) -> None:
-        for dep in getattr(stage_module(name), "REQUIRES", ()):
-            entry = manifest["stages"].get(dep)
-            # a skipped stage counts as settled: a stage that reads its files says so when they are missing
-            if not entry or entry.get("status") not in ("done", "skipped"):
-                raise SpeedError(f"stage {name} needs stage {dep}, which is not done in {self.rundir.path}; "
-                                 f"run it first (speed run ... --from {dep})")
-
     def _run_stage(self, name: str, log) -> str:
-        mod = stage_module(name)
         manifest = self.rundir.read_manifest()
-        self._check_requirements(name, manifest)
-        chash, ihash = config_hash(self.config, name), input_hash(manifest, name)
-        entry = manifest["stages"].get(name) or {}
-        same = entry.get("config_hash") == chash and entry.get("input_hash") == ihash
-        stage_dir = self.rundir.stage_dir(name)
-        if entry.get("status") == "done":
-            intact = output_intact(stage_dir, entry.get("outputs"))
-            if self.overwrite != "always" and same and intact:
-                log(f"[{name}] done, skipped ({_count_line(entry)})")
-                return "skip"
-            if self.overwrite == "never":
-                why = "its config or inputs changed" if not same else "its outputs are missing or changed"
-                raise SpeedError(f"stage {name} is done but {why}; rerun with --overwrite only-missing "
-                                 "or --overwrite always to redo it")
-        resume = entry.get("status") == "running" and same and self.overwrite != "always"
+        check_requirements(self.rundir, name, manifest)
+        action, chash, ihash = decide(self.config, self.rundir, manifest, name, self.overwrite)
+        entry, stage_dir = manifest["stages"].get(name) or {}, self.rundir.stage_dir(name)
+        if action == "skip":
+            log(f"[{name}] done, skipped ({_count_line(entry)})")
+            return "skip"
+        resume = action == "resume"
         ctx = StageContext(name=name, config=self.config, cfg=self.config.stage(name), rundir=self.rundir)
         t0 = time.time()
         with StageAttempt(self.rundir, self.config, name, entry, resume) as attempt:
@@ -182,7 +193,7 @@ class Pipeline:
             self.rundir.update_stage(name, status="running", config_hash=chash, input_hash=ihash,
                                      started_at=_now(), outputs={}, counts={})
             log(f"[{name}] {'resuming' if resume else 'running'}")
-            attempt.run(lambda: mod.run(ctx))
+            attempt.run(lambda: declaration(name).run(ctx))
         seconds = round(time.time() - t0, 3)
         usage = summarize(iter_ledger(attempt.ledger_path), stage=name)
         self.rundir.update_stage(name, status="done", outputs=ctx.outputs, counts=ctx.counts,
@@ -255,15 +266,8 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
             rows.append({"stage": name, "action": "not implemented yet (the run stops here)"})
             continue
         check_stage(config, name, problems)  # e.g. an input or key that exists only where the run will happen
-        entry = manifest["stages"].get(name) or {}
-        same = (entry.get("config_hash") == config_hash(config, name)
-                and entry.get("input_hash") == input_hash(manifest, name))
-        if entry.get("status") == "done" and same and overwrite != "always":
-            action = "skip (done)"
-        elif entry.get("status") == "running" and same and overwrite != "always":
-            action = "resume"
-        else:
-            action = "run"
+        action = decide(config, rundir, manifest, name, overwrite, strict=False)[0]
+        action = "skip (done)" if action == "skip" else action
         row = {"stage": name, "action": action}
         est = estimate(config, name)
         if est is not None:

@@ -1,5 +1,5 @@
-"""What ``speed run`` (and ``--dry-run``) checks of a stage before anything is written: its own
-``preflight`` (inputs that must exist) and the model references of the roles it uses."""
+"""What ``speed run`` (and ``--dry-run``) checks of a stage before anything is written: its
+declaration's ``preflight`` hook (inputs that must exist) and the model references of its roles."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from pathlib import Path
 
 from .config import SpeedConfig
 from .errors import SpeedError
-from .stages import stage_module
-
-OPTIONAL_ROLES = ("reference_embedder",)  # export falls back to all-minilm-l6-v2
+from .stages import declaration
 
 
 def check_stage(config: SpeedConfig, name: str, problems: list[str] | None = None) -> None:
@@ -18,7 +16,7 @@ def check_stage(config: SpeedConfig, name: str, problems: list[str] | None = Non
     A problem raises its one-line error, or, with ``problems`` given (a dry run, where an input or
     a key may exist only where the run will happen), is appended to it as ``"NAME: error"``."""
     cfg = config.stage(name)  # a ConfigError for a bad section is never collected
-    check = getattr(stage_module(name), "preflight", None)
+    check = declaration(name).preflight
     for step in ((lambda: check(config, cfg)) if check is not None else None, lambda: check_models(config, name)):
         if step is None:
             continue
@@ -34,8 +32,9 @@ def check_models(config: SpeedConfig, name: str) -> None:
     """The model references stage ``name`` uses: present, and resolvable without loading anything."""
     from .models.resolve import check_model_exists
 
-    for role in getattr(stage_module(name), "ROLES", ()):
-        if role in OPTIONAL_ROLES and role not in config.models:
+    stage = declaration(name)
+    for role in stage.roles:
+        if role in stage.optional_roles and role not in config.models:
             continue
         ref = config.model(role)  # a ConfigError naming models.<role> when it is missing
         if ref.backend == "openai":

@@ -134,29 +134,27 @@ class StageContext:
         """An RNG seeded by (run seed, stage, item id): the same draw in a resumed shard as in a full run."""
         return random.Random(int(stable_hash([self.seed, self.name, *item])[:16], 16))
 
-    def input_path(self, stage: str, filename: str) -> Path:
-        path = self.rundir.stage_dir(stage) / filename
+    def input_path(self, artifact: str) -> Path:
+        """The file of ``artifact`` (see ``speed.stages.Stage.needs``) in its providing stage's folder."""
+        from .stages import provider
+
+        stage = provider(artifact)
+        path = self.rundir.stage_dir(stage.name) / stage.provides[artifact]
         if not path.exists():
-            raise SpeedError(f"stage {self.name} needs {path}, which stage {stage} did not produce; rerun {stage}")
+            raise SpeedError(f"stage {self.name} needs {path}, which stage {stage.name} did not produce; "
+                             f"rerun {stage.name}")
         return path
 
-    def read_input(self, stage: str, filename: str) -> Iterator[dict]:
-        return read_jsonl(self.input_path(stage, filename))
+    def read_input(self, artifact: str) -> Iterator[dict]:
+        return read_jsonl(self.input_path(artifact))
+
+    def input_counts(self, artifact: str) -> dict:
+        """The counts its providing stage recorded in the manifest ({} before it is done)."""
+        from .stages import provider
+
+        return (self.rundir.stage_entry(provider(artifact).name) or {}).get("counts") or {}
 
     # -- models ------------------------------------------------------------------------------------
-    def llm(self, role: str):
-        """The LLM client of ``role`` for this stage: cached and counted in the run's ledger."""
-        from .llm import llama_server
-        from .llm.cache import RequestCache
-        from .llm.client import LLMClient
-        from .llm.ledger import Ledger
-
-        llama_server.set_log_dir(self.rundir.path / "logs")  # a managed llama-server logs into the run
-
-        cache_path = self.config.run.cache or (self.rundir.path / "cache.sqlite")
-        return LLMClient(self.model_ref(role), role=role, stage=self.name, cache=RequestCache(cache_path),
-                         ledger=Ledger(self.rundir.path / "ledger.jsonl"))
-
     def model_ref(self, role: str):
         """The role's model reference, with the adapter of its training stage once that is done."""
         from .trained import effective_ref

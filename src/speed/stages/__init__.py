@@ -1,18 +1,22 @@
-"""The ordered stage list of the SPEED pipeline and the registry of implemented stages.
+"""The stages of the SPEED pipeline: their order, and the one declaration each stage module makes.
 
-Each implemented stage is a module ``speed.stages.<name>`` with:
-``Config`` (a dataclass: the stage's config section), ``REQUIRES`` (stages whose outputs it reads),
-``ROLES`` (model roles it uses; their references are part of the stage's config hash), and
-``run(ctx: StageContext) -> None``. Heavy imports stay inside ``run``.
+Stage ``NAME`` lives in the module ``speed.stages.NAME`` (dashes become underscores), which
+declares it once as ``STAGE = Stage(...)``: what it reads (``needs``: artifacts of earlier stages)
+and writes (``provides``: artifact -> file in its folder; ``trains``: the model role its model
+replaces), the model roles it calls, its config dataclass, ``run(ctx)`` and optional hooks
+(``preflight``, ``calls`` / ``tokens_per_call`` for ``--dry-run``, ``summary`` for the closing
+summary). The pipeline, ``--dry-run``, preflight, the trained-model hand-over, the training
+launcher and the CLI read these declarations; ``STAGE_ORDER`` is the only other list of names.
+Heavy imports stay inside ``run``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-from types import ModuleType
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
-from ..errors import StageNotImplemented
+from ..errors import SpeedError, StageNotImplemented
 
 STAGE_ORDER: tuple[str, ...] = (
     "topics",
@@ -33,43 +37,81 @@ STAGE_ORDER: tuple[str, ...] = (
     "report",
 )
 
-# stage name -> module; a stage missing here is not implemented yet.
-_IMPLEMENTED: dict[str, str] = {
-    "topics": "speed.stages.topics",
-    "brainstorm": "speed.stages.brainstorm",
-    "seed": "speed.stages.seed",
-    "train-junior": "speed.stages.train_junior",
-    "root": "speed.stages.root",
-    "judge": "speed.stages.judge",
-    "revise-signals": "speed.stages.revise_signals",
-    "train-senior": "speed.stages.train_senior",
-    "train-revisor": "speed.stages.train_revisor",
-    "synthesize": "speed.stages.synthesize",
-    "revise": "speed.stages.revise",
-    "dedup": "speed.stages.dedup",
-    "export": "speed.stages.export",
-    "train-embedder": "speed.stages.train_embedder",
-    "evaluate": "speed.stages.evaluate",
-    "report": "speed.stages.report",
-}
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    config: type  # the stage's config section: a dataclass with validate(where)
+    run: Callable[[Any], None]  # run(ctx: speed.rundir.StageContext)
+    needs: tuple[str, ...] = ()  # artifacts (or trained roles) of earlier stages it reads
+    provides: Mapping[str, str] = field(default_factory=dict)  # artifact -> file in the stage's folder
+    trains: str | None = None  # the model role whose model this stage trains (run by speed.train.launch too)
+    roles: tuple[str, ...] = ()  # model roles it uses; their references are part of its config hash
+    optional_roles: tuple[str, ...] = ()  # of those, roles that may be missing from models:
+    preflight: Callable[[Any, Any], None] | None = None  # (config, cfg): inputs that must exist, checked first
+    calls: Callable[[Any], int] | None = None  # (config) -> model calls it makes, for --dry-run
+    tokens_per_call: tuple[int, int] = (0, 0)  # (prompt, completion) tokens per call, for --dry-run
+    summary: Callable[[dict], list[str]] | None = None  # (its `speed status` entry) -> closing-summary lines
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The stages whose outputs it reads, in the order of ``needs`` (a stage not implemented yet provides nothing)."""
+        return tuple(dict.fromkeys(s.name for s in declarations() for a in self.needs
+                                   if a in s.provides or s.trains == a))
 
 
-@dataclasses.dataclass
+@dataclass
 class NotImplementedConfig:
     """Placeholder section for a stage that is not implemented yet: accepts no keys."""
 
 
-def is_implemented(name: str) -> bool:
-    return name in _IMPLEMENTED
+_DECLARED: dict[str, Stage | None] = {}  # name -> declaration (None: no module yet), filled on first use
 
 
-def stage_module(name: str) -> ModuleType:
-    if name not in _IMPLEMENTED:
+def module_name(name: str) -> str:
+    return "speed.stages." + name.replace("-", "_")
+
+
+def declaration(name: str) -> Stage:
+    if name not in _DECLARED:
+        try:
+            mod = importlib.import_module(module_name(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name(name):
+                raise
+            mod = None
+        _DECLARED[name] = getattr(mod, "STAGE", None)
+    stage = _DECLARED[name]
+    if stage is None:
         raise StageNotImplemented(f"stage {name} is not implemented yet")
-    return importlib.import_module(_IMPLEMENTED[name])
+    return stage
+
+
+def is_implemented(name: str) -> bool:
+    try:
+        declaration(name)
+    except StageNotImplemented:
+        return False
+    return True
+
+
+def declarations() -> list[Stage]:
+    """Every implemented stage, in pipeline order."""
+    return [declaration(n) for n in STAGE_ORDER if is_implemented(n)]
+
+
+def provider(artifact: str) -> Stage:
+    """The stage that provides ``artifact`` (a file it writes, or the model of a role it trains)."""
+    for stage in declarations():
+        if artifact in stage.provides or stage.trains == artifact:
+            return stage
+    raise SpeedError(f"no stage provides {artifact!r}")
+
+
+def trainer_of(role: str) -> Stage | None:
+    """The stage that trains ``role``'s model (None for a role no stage trains, e.g. the teacher)."""
+    return next((s for s in declarations() if s.trains == role), None)
 
 
 def stage_config_class(name: str) -> type:
-    if name not in _IMPLEMENTED:
-        return NotImplementedConfig
-    return stage_module(name).Config
+    return declaration(name).config if is_implemented(name) else NotImplementedConfig

@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from ..configschema import check
 from ..prompts import ASYMMETRIC_KINDS, BRAINSTORM_SCHEMA, brainstorm_messages, parse_brainstorm
 from ..records import Rejection
-from ._gen import GenerationConfig, count_reason, load_rows, model_label, request
-
-REQUIRES: tuple[str, ...] = ("topics",)
-ROLES: tuple[str, ...] = ("teacher",)
+from . import Stage, provider
+from .generation import GenerationConfig, ask_in_shards, count_reason, llm_client, model_label, request
 
 
 @dataclass
@@ -45,28 +43,23 @@ def _key(text: str) -> str:
 
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
-    topics = load_rows(ctx, "topics", "topics.jsonl")
+    topics = list(ctx.read_input("sampled-topics"))
     items = [(t, k) for t in topics for k in cfg.kinds]
-    client = ctx.llm("teacher")
 
-    def work(chunk, index):
-        reqs = [request(brainstorm_messages(k, t["text"], cfg.tasks_asked), cfg.sampling(),
-                        seed=ctx.item_seed(t["id"], k), schema=BRAINSTORM_SCHEMA) for t, k in chunk]
-        outs = client.generate(reqs, desc="brainstorm")
-        rows = []
-        for (t, k), comps in zip(chunk, outs):
-            comp = comps[0]
-            parsed = parse_brainstorm(comp.text) if comp.ok else None
-            rows.append({"topic": t, "kind": k, "raw": comp.text, "error": comp.error,
-                         "tasks": parsed.value if parsed is not None and parsed.ok else None,
-                         "reason": None if parsed is None else parsed.reason,
-                         "detail": comp.error or ("" if parsed is None else parsed.detail)})
-        return rows
+    def build(item):
+        t, k = item
+        return request(brainstorm_messages(k, t["text"], cfg.tasks_asked), cfg.sampling(),
+                       seed=ctx.item_seed(t["id"], k), schema=BRAINSTORM_SCHEMA)
 
-    try:
-        answers = list(ctx.map_shards(items, cfg.shard_size, work, desc="brainstorm shards"))
-    finally:
-        client.close()
+    def handle(item, comps):
+        comp = comps[0]
+        parsed = parse_brainstorm(comp.text) if comp.ok else None
+        return [{"topic": item[0], "kind": item[1], "raw": comp.text, "error": comp.error,
+                 "tasks": parsed.value if parsed is not None and parsed.ok else None,
+                 "reason": None if parsed is None else parsed.reason,
+                 "detail": comp.error or ("" if parsed is None else parsed.detail)}]
+
+    answers = ask_in_shards(ctx, llm_client(ctx, "teacher"), items, build, handle)
     kept, rejected, seen = [], [], {}
     model = model_label(ctx, "teacher")
     for a in answers:
@@ -74,7 +67,7 @@ def run(ctx) -> None:
         rid = f"{t['id']}-{k}"
         if a["tasks"] is None:
             reason = "llm_error" if a["error"] else a["reason"]
-            rejected.append(Rejection(id=rid, stage="brainstorm", reason=reason, raw=a["raw"], detail=a["detail"],
+            rejected.append(Rejection(id=rid, stage=ctx.name, reason=reason, raw=a["raw"], detail=a["detail"],
                                       kind=k, model=model))
             count_reason(ctx.counts, "rejected", reason)
             continue
@@ -85,7 +78,7 @@ def run(ctx) -> None:
             task = normalise_task(task)
             key = (k, _key(task))
             if not task or key in seen:
-                rejected.append(Rejection(id=rid, stage="brainstorm", reason="duplicate_task", raw=task,
+                rejected.append(Rejection(id=rid, stage=ctx.name, reason="duplicate_task", raw=task,
                                           detail=f"same as {seen.get(key, '')}", kind=k, model=model))
                 count_reason(ctx.counts, "rejected", "duplicate_task")
                 continue
@@ -98,3 +91,8 @@ def run(ctx) -> None:
     ctx.write_jsonl("rejected.jsonl", rejected)
     ctx.counts.update({"requests": len(items), "tasks": len(kept),
                        "by_kind": {k: sum(r["kind"] == k for r in kept) for k in cfg.kinds}})
+
+
+STAGE = Stage("brainstorm", Config, run, needs=("sampled-topics",), provides={"tasks": "tasks.jsonl"}, roles=("teacher",),
+              calls=lambda config, cfg: config.stage(provider("sampled-topics").name).count * len(cfg.kinds),
+              tokens_per_call=(260, 120))

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..configschema import check
-
-REQUIRES: tuple[str, ...] = ("revise",)
-ROLES: tuple[str, ...] = ()
+from . import Stage
 
 
 @dataclass
@@ -53,16 +51,16 @@ def run(ctx) -> None:
     from ..records import Example
 
     cfg: Config = ctx.cfg
-    rows = list(ctx.read_input("revise", "examples.jsonl"))
+    rows = list(ctx.read_input("revised-examples"))
     texts = []
     for n, r in enumerate(rows, 1):
         try:
             texts.append(Example.from_dict(r).full_text())
         except (TypeError, KeyError, AttributeError) as exc:
-            raise InputError(f"{ctx.input_path('revise', 'examples.jsonl')}: row {n} is not an example "
+            raise InputError(f"{ctx.input_path('revised-examples')}: row {n} is not an example "
                              f"({exc})") from None
     ids = [r.get("id") for r in rows]
-    with progress(total=len(rows), desc="dedup", unit="example") as bar:
+    with progress(total=len(rows), desc=ctx.name, unit="example") as bar:
         result = dedup(texts, ids, threshold=cfg.threshold, num_perm=cfg.num_perm, shingle=cfg.shingle,
                        shingle_size=cfg.shingle_size, bands=cfg.bands, rows=cfg.rows, exact=cfg.exact,
                        near=cfg.near, seed=ctx.seed, on_progress=bar.update)
@@ -75,3 +73,6 @@ def run(ctx) -> None:
     ctx.write_jsonl("removed.jsonl", removed)
     ctx.counts.update(result.counts)
     ctx.counts.update(lsh_bands=result.bands, lsh_rows=result.rows)
+
+
+STAGE = Stage("dedup", Config, run, needs=("revised-examples",), provides={"unique-examples": "examples.jsonl"})

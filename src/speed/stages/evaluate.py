@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..configschema import check
-
-REQUIRES: tuple[str, ...] = ("train-embedder",)
-ROLES: tuple[str, ...] = ("embedder",)
+from . import Stage
 
 
 @dataclass
@@ -79,3 +77,17 @@ def run(ctx) -> None:
     ctx.counts.update({"tasks": len(tasks), "trained": {k: round(v["main_score"], 4) for k, v in trained["results"].items()},
                        "delta": body["delta"], "encoded": trained["encode"]["encoded"] + (
                            base["encode"]["encoded"] if base is not None and base is not trained else 0)})
+
+
+def summary(entry: dict, run_dir) -> list[str]:
+    """Each task's score, base and fine-tuned."""
+    trained, delta = entry["counts"].get("trained", {}), entry["counts"].get("delta", {}) or {}
+    lines = []
+    for task, score in trained.items():
+        b = score - delta[task] if task in delta else None
+        lines.append(f"  {task:<34} base {'-' if b is None else f'{b:.4f}'}  fine-tuned {score:.4f}")
+    return lines
+
+
+STAGE = Stage("evaluate", Config, run, needs=("embedder",), provides={"eval-results": "results.json"},
+              roles=("embedder",), preflight=preflight, summary=summary)

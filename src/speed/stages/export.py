@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from ..configschema import check
 from ..llm.ledger import iter_ledger, summarize, totals
 from ..records import TRIPLET_KEYS, Example
-from ._gen import load_rows
-
-REQUIRES: tuple[str, ...] = ("dedup",)
-ROLES: tuple[str, ...] = ("reference_embedder",)
+from . import Stage
 
 COLUMNS = ("id", "kind", "task", "query", "positive", "negative", "topic", "model", "revised", "length_ok",
            "sim_pos", "sim_neg", "margin", "false_negative")
@@ -68,13 +65,9 @@ def _write_parquet(path, rows: list[dict]) -> None:
         pq.write_table(table, fh)
 
 
-def _stage_counts(manifest: dict, name: str) -> dict:
-    return (manifest["stages"].get(name) or {}).get("counts") or {}
-
-
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
-    examples = [Example.from_dict(r) for r in load_rows(ctx, "dedup", "examples.jsonl")]
+    examples = [Example.from_dict(r) for r in ctx.read_input("unique-examples")]
     signals = [None] * len(examples)
     if cfg.quality and examples:
         from ..quality import load_embedder, similarity_signals
@@ -94,7 +87,7 @@ def run(ctx) -> None:
         else:
             rows.append(row)
     if not rows:
-        print(f"[export] warning: 0 examples to export ({len(examples)} reached it, {len(filtered)} filtered); "
+        print(f"[{ctx.name}] warning: 0 examples to export ({len(examples)} reached it, {len(filtered)} filtered); "
               "see the rejected / removed files of the earlier stages (speed status)", flush=True)
     ctx.write_jsonl("data.jsonl", rows)
     _write_parquet(ctx.dir / "data.parquet", rows)
@@ -107,8 +100,7 @@ def run(ctx) -> None:
     by_kind = {}
     for r in rows:
         by_kind[r["kind"]] = by_kind.get(r["kind"], 0) + 1
-    manifest = ctx.rundir.read_manifest()
-    syn, rev, ded = (_stage_counts(manifest, s) for s in ("synthesize", "revise", "dedup"))
+    syn, rev, ded = (ctx.input_counts(a) for a in ("synthetic-examples", "revised-examples", "unique-examples"))
     funnel = {"prompted": syn.get("samples"), "parsed": syn.get("parsed"), "valid": syn.get("valid"),
               "revised": rev.get("revised"), "after_dedup": len(examples), "kept": len(rows)}
     margins = [r["margin"] for r in rows if r["margin"] is not None]
@@ -145,3 +137,12 @@ def datacard(name: str, by_kind: dict, funnel: dict, quality: dict, usage: dict)
     lines += [f"| **all** | | {tot['calls']} | {tot['cache_hits']} | {tot['prompt_tokens']} | {tot['completion_tokens']} |",
               "", "Columns of `data.parquet` / `data.jsonl`: " + ", ".join(f"`{c}`" for c in COLUMNS) + ".", ""]
     return "\n".join(lines)
+
+
+def summary(entry: dict, run_dir) -> list[str]:
+    c = entry.get("counts", {})
+    return [f"examples exported: {c.get('rows')} by kind {c.get('by_kind')}; funnel {c.get('funnel')}"]
+
+
+STAGE = Stage("export", Config, run, needs=("unique-examples",), provides={"training-data": "data.jsonl"},
+              roles=("reference_embedder",), optional_roles=("reference_embedder",), summary=summary)

@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..prompts import JUDGE_SCHEMA, judge_messages, parse_judge
-from ._gen import GenerationConfig, canonical_json, count_reason, load_rows, request
-
-REQUIRES: tuple[str, ...] = ("root",)
-ROLES: tuple[str, ...] = ("teacher",)
+from . import Stage, provider
+from .generation import GenerationConfig, ask_in_shards, canonical_json, count_reason, llm_client, request
 
 
 @dataclass
@@ -32,7 +30,7 @@ def _text(prompt: dict) -> str:
 
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
-    roots = load_rows(ctx, "root", "candidates.jsonl")
+    roots = list(ctx.read_input("candidates"))
     todo, skipped = [], []
     for r in roots:
         seen, cands = set(), []
@@ -48,33 +46,29 @@ def run(ctx) -> None:
             skipped.append({"id": r["id"], "reason": "fewer_than_two_distinct", "candidates": len(cands)})
         else:
             todo.append((r, cands))
-    client = ctx.llm("teacher")
 
-    def work(chunk, index):
-        reqs = [request(judge_messages(_text(r["prompt"]), [c["raw"] for c in cands]),
-                        cfg.sampling(), seed=ctx.item_seed(r["id"]), schema=JUDGE_SCHEMA) for r, cands in chunk]
-        out = []
-        for (r, cands), comps in zip(chunk, client.generate(reqs, desc="judge")):
-            c = comps[0]
-            verdict = parse_judge(c.text, len(cands)) if c.ok else None
-            row = {"id": r["id"], "raw": c.text, "error": c.error}
-            if verdict is None or not verdict.ok:
-                row.update(ok=False, reason="llm_error" if verdict is None else verdict.reason)
+    def build(item):
+        r, cands = item
+        return request(judge_messages(_text(r["prompt"]), [c["raw"] for c in cands]), cfg.sampling(),
+                       seed=ctx.item_seed(r["id"]), schema=JUDGE_SCHEMA)
+
+    def handle(item, comps):
+        (r, cands), c = item, comps[0]
+        verdict = parse_judge(c.text, len(cands)) if c.ok else None
+        row = {"id": r["id"], "raw": c.text, "error": c.error}
+        if verdict is None or not verdict.ok:
+            row.update(ok=False, reason="llm_error" if verdict is None else verdict.reason)
+        else:
+            best, worst = cands[verdict.value["best"]], cands[verdict.value["worst"]]
+            if not best["ok"]:
+                row.update(ok=False, reason="best_unparseable", verdict=verdict.value)
             else:
-                best, worst = cands[verdict.value["best"]], cands[verdict.value["worst"]]
-                if not best["ok"]:
-                    row.update(ok=False, reason="best_unparseable", verdict=verdict.value)
-                else:
-                    row.update(ok=True, verdict=verdict.value, prompt=r["prompt"]["messages"], kind=r["prompt"]["kind"],
-                               chosen=canonical_json(best["fields"]), rejected=worst["raw"],
-                               chosen_sample=best["sample"], rejected_sample=worst["sample"])
-            out.append(row)
-        return out
+                row.update(ok=True, verdict=verdict.value, prompt=r["prompt"]["messages"], kind=r["prompt"]["kind"],
+                           chosen=canonical_json(best["fields"]), rejected=worst["raw"],
+                           chosen_sample=best["sample"], rejected_sample=worst["sample"])
+        return [row]
 
-    try:
-        verdicts = list(ctx.map_shards(todo, cfg.shard_size, work, desc="judge shards"))
-    finally:
-        client.close()
+    verdicts = ask_in_shards(ctx, llm_client(ctx, "teacher"), todo, build, handle)
     dpo = []
     for v in verdicts:
         if v["ok"]:
@@ -89,3 +83,7 @@ def run(ctx) -> None:
     ctx.write_jsonl("dpo.jsonl", dpo)
     ctx.write_jsonl("skipped.jsonl", skipped)
     ctx.counts.update({"prompts": len(roots), "judged": len(todo), "pairs": len(dpo)})
+
+
+STAGE = Stage("judge", Config, run, needs=("candidates",), provides={"preferences": "dpo.jsonl"}, roles=("teacher",),
+              calls=lambda config, cfg: config.stage(provider("candidates").name).count, tokens_per_call=(950, 250))

@@ -7,9 +7,9 @@ end of a run; ``speed report RUN_DIR`` renders the same at any time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-REQUIRES: tuple[str, ...] = ("evaluate",)
-ROLES: tuple[str, ...] = ()
+from . import Stage
 
 
 @dataclass
@@ -28,3 +28,11 @@ def run(ctx) -> None:
     for p in ["report.md", "report.html"] + [p.rsplit("/", 1)[-1] for p in res["plots"]]:
         ctx.register_output(p)
     ctx.counts.update({"sections": len(res["sections"]), "plots": len(res["plots"])})
+
+
+def summary(entry: dict, run_dir) -> list[str]:
+    path = Path(run_dir) / STAGE.name / STAGE.provides["run-report"]
+    return [f"report: {path}"] if path.exists() else []
+
+
+STAGE = Stage("report", Config, run, needs=("eval-results",), provides={"run-report": "report.html"}, summary=summary)

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from ..configschema import check
 from ..prompts import REVISION_SCHEMA, parse_revision, revise_messages
 from ..records import Rejection
-from ._gen import GenerationConfig, canonical_json, count_reason, load_rows, model_label, request, sft_record
-
-REQUIRES: tuple[str, ...] = ("root",)
-ROLES: tuple[str, ...] = ("teacher",)
+from . import Stage, provider
+from .generation import (GenerationConfig, ask_in_shards, canonical_json, count_reason, llm_client, model_label,
+                         request, sft_record)
 
 
 @dataclass
@@ -38,33 +37,27 @@ def prompt_text(prompt: dict) -> str:
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
     items = []
-    for r in load_rows(ctx, "root", "candidates.jsonl"):
+    for r in ctx.read_input("candidates"):
         valid = [c for c in r["candidates"] if c["ok"]]
         ctx.rng(r["id"]).shuffle(valid)
         for c in valid[:cfg.per_prompt]:
             items.append((r, c))
-    client = ctx.llm("teacher")
 
-    def work(chunk, index):
-        reqs = []
-        for r, c in chunk:
-            msgs = revise_messages(prompt_text(r["prompt"]), canonical_json(c["fields"]))
-            reqs.append(request(msgs, cfg.sampling(), seed=ctx.item_seed(r["id"], c["sample"]), schema=REVISION_SCHEMA))
-        rows = []
-        for (r, c), comps, req in zip(chunk, client.generate(reqs, desc="revise-signals"), reqs):
-            comp = comps[0]
-            parsed = parse_revision(r["prompt"]["kind"], comp.text, r["prompt"]["attributes"]) if comp.ok else None
-            rows.append({"id": f"{r['id']}-{c['sample']}", "kind": r["prompt"]["kind"], "messages": req.messages,
-                         "raw": comp.text, "ok": bool(parsed and parsed.ok),
-                         "revision": parsed.value["revision"] if parsed and parsed.ok else None,
-                         "original": c["fields"], "reason": "llm_error" if parsed is None else parsed.reason,
-                         "detail": comp.error or (parsed.detail if parsed else "")})
-        return rows
+    def build(item):
+        r, c = item
+        msgs = revise_messages(prompt_text(r["prompt"]), canonical_json(c["fields"]))
+        return request(msgs, cfg.sampling(), seed=ctx.item_seed(r["id"], c["sample"]), schema=REVISION_SCHEMA)
 
-    try:
-        rows = list(ctx.map_shards(items, cfg.shard_size, work, desc="revise-signals shards"))
-    finally:
-        client.close()
+    def handle(item, comps):
+        (r, c), comp = item, comps[0]
+        parsed = parse_revision(r["prompt"]["kind"], comp.text, r["prompt"]["attributes"]) if comp.ok else None
+        return [{"id": f"{r['id']}-{c['sample']}", "kind": r["prompt"]["kind"], "messages": build(item).messages,
+                 "raw": comp.text, "ok": bool(parsed and parsed.ok),
+                 "revision": parsed.value["revision"] if parsed and parsed.ok else None,
+                 "original": c["fields"], "reason": "llm_error" if parsed is None else parsed.reason,
+                 "detail": comp.error or (parsed.detail if parsed else "")}]
+
+    rows = ask_in_shards(ctx, llm_client(ctx, "teacher"), items, build, handle)
     sft, rejected = [], []
     model = model_label(ctx, "teacher")
     for row in rows:
@@ -72,9 +65,14 @@ def run(ctx) -> None:
             sft.append(sft_record(row["messages"], row["revision"], id=row["id"], kind=row["kind"],
                                   changed=row["revision"] != row["original"]))
         else:
-            rejected.append(Rejection(id=row["id"], stage="revise-signals", reason=row["reason"] or "unknown",
+            rejected.append(Rejection(id=row["id"], stage=ctx.name, reason=row["reason"] or "unknown",
                                       raw=row["raw"], detail=row["detail"], kind=row["kind"], model=model))
             count_reason(ctx.counts, "rejected", rejected[-1].reason)
     ctx.write_jsonl("sft.jsonl", sft)
     ctx.write_jsonl("rejected.jsonl", rejected)
     ctx.counts.update({"requests": len(items), "records": len(sft), "changed": sum(r["changed"] for r in sft)})
+
+
+STAGE = Stage("revise-signals", Config, run, needs=("candidates",), provides={"revision-sft": "sft.jsonl"},
+              roles=("teacher",), tokens_per_call=(600, 400),
+              calls=lambda config, cfg: config.stage(provider("candidates").name).count * cfg.per_prompt)

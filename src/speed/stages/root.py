@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 
 from ..configschema import check
 from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
-from ._gen import GenerationConfig, count_reason, generate_examples, load_rows, model_label, require_prompts
-
-REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
-ROLES: tuple[str, ...] = ("junior",)
+from . import Stage
+from .generation import GenerationConfig, count_reason, generate_examples, llm_client, model_label, require_prompts
 
 
 @dataclass
@@ -36,13 +34,13 @@ class Config(GenerationConfig):
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
     plan_stats: dict = {}
-    prompts = plan_prompts(ctx.seed, "root", cfg.count, cfg.proportions, load_rows(ctx, "brainstorm", "tasks.jsonl"),
-                           load_rows(ctx, "topics", "topics.jsonl"), plan_stats)
+    prompts = plan_prompts(ctx.seed, ctx.name, cfg.count, cfg.proportions, list(ctx.read_input("tasks")),
+                           list(ctx.read_input("sampled-topics")), plan_stats)
     require_prompts(ctx, prompts, plan_stats)
     model = model_label(ctx, "junior")
     by_prompt: dict[str, dict] = {}
     valid = 0
-    for row in generate_examples(ctx, "junior", prompts, cfg, samples=cfg.candidates_per_prompt, desc="root"):
+    for row in generate_examples(ctx, llm_client(ctx, "junior"), prompts, cfg, samples=cfg.candidates_per_prompt):
         p = row["prompt"]
         entry = by_prompt.setdefault(p["id"], {"id": p["id"], "prompt": p, "model": model, "candidates": []})
         entry["candidates"].append({k: row[k] for k in ("sample", "raw", "ok", "fields", "reason", "detail",
@@ -54,3 +52,8 @@ def run(ctx) -> None:
     ctx.write_jsonl("candidates.jsonl", rows)
     total = sum(len(r["candidates"]) for r in rows)
     ctx.counts.update({"prompts": len(rows), "candidates": total, "valid": valid, "plan": plan_stats})
+
+
+STAGE = Stage("root", Config, run, needs=("sampled-topics", "tasks"), provides={"candidates": "candidates.jsonl"},
+              roles=("junior",), calls=lambda config, cfg: cfg.count * cfg.candidates_per_prompt,
+              tokens_per_call=(250, 150))

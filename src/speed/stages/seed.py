@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 from ..configschema import check
 from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
-from ._gen import GenerationConfig, generate_examples, load_rows, model_label, require_prompts, sft_record, split_rows
-
-REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
-ROLES: tuple[str, ...] = ("teacher",)
+from . import Stage
+from .generation import (GenerationConfig, generate_examples, llm_client, model_label, require_prompts, sft_record,
+                         split_rows)
 
 
 @dataclass
@@ -33,12 +32,12 @@ class Config(GenerationConfig):
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
     plan_stats: dict = {}
-    prompts = plan_prompts(ctx.seed, "seed", cfg.count, cfg.proportions, load_rows(ctx, "brainstorm", "tasks.jsonl"),
-                           load_rows(ctx, "topics", "topics.jsonl"), plan_stats)
+    prompts = plan_prompts(ctx.seed, ctx.name, cfg.count, cfg.proportions, list(ctx.read_input("tasks")),
+                           list(ctx.read_input("sampled-topics")), plan_stats)
     require_prompts(ctx, prompts, plan_stats)
     model = model_label(ctx, "teacher")
-    rows = list(generate_examples(ctx, "teacher", prompts, cfg, desc="seed"))
-    examples, rejected = split_rows(ctx, rows, "seed", model)
+    rows = generate_examples(ctx, llm_client(ctx, "teacher"), prompts, cfg)
+    examples, rejected = split_rows(ctx, rows, model)
     by_prompt = {p.id: p for p in prompts}
     sft = [sft_record(by_prompt[e.prompt_id].messages, e.fields, id=e.id, kind=e.kind) for e in examples]
     ctx.write_jsonl("sft.jsonl", sft)
@@ -46,3 +45,8 @@ def run(ctx) -> None:
     ctx.write_jsonl("rejected.jsonl", rejected)
     ctx.counts.update({"prompts": len(prompts), "valid": len(examples), "plan": plan_stats,
                        "by_kind": {k: sum(e.kind == k for e in examples) for k in plan_stats.get("by_kind", {})}})
+
+
+STAGE = Stage("seed", Config, run, needs=("sampled-topics", "tasks"),
+              provides={"seed-sft": "sft.jsonl", "seed-examples": "examples.jsonl"}, roles=("teacher",),
+              calls=lambda config, cfg: cfg.count, tokens_per_call=(250, 150))

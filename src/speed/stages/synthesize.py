@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 
 from ..configschema import check
 from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
-from ._gen import GenerationConfig, generate_examples, load_rows, model_label, require_prompts, split_rows
-
-REQUIRES: tuple[str, ...] = ("topics", "brainstorm")
-ROLES: tuple[str, ...] = ("senior",)
+from . import Stage
+from .generation import GenerationConfig, generate_examples, llm_client, model_label, require_prompts, split_rows
 
 
 @dataclass
@@ -34,15 +32,19 @@ class Config(GenerationConfig):
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
     plan_stats: dict = {}
-    prompts = plan_prompts(ctx.seed, "synthesize", cfg.count, cfg.proportions,
-                           load_rows(ctx, "brainstorm", "tasks.jsonl"), load_rows(ctx, "topics", "topics.jsonl"),
-                           plan_stats)
+    prompts = plan_prompts(ctx.seed, ctx.name, cfg.count, cfg.proportions, list(ctx.read_input("tasks")),
+                           list(ctx.read_input("sampled-topics")), plan_stats)
     require_prompts(ctx, prompts, plan_stats)
     model = model_label(ctx, "senior")
-    rows = list(generate_examples(ctx, "senior", prompts, cfg, samples=cfg.samples_per_prompt, desc="synthesize"))
-    examples, rejected = split_rows(ctx, rows, "synthesize", model)
+    rows = generate_examples(ctx, llm_client(ctx, "senior"), prompts, cfg, samples=cfg.samples_per_prompt)
+    examples, rejected = split_rows(ctx, rows, model)
     ctx.write_jsonl("examples.jsonl", examples)
     ctx.write_jsonl("rejected.jsonl", rejected)
     ctx.counts.update({"prompts": len(prompts), "samples": len(rows), "parsed": sum(r["parsed_json"] for r in rows),
                        "valid": len(examples), "plan": plan_stats,
                        "by_kind": {k: sum(e.kind == k for e in examples) for k in plan_stats.get("by_kind", {})}})
+
+
+STAGE = Stage("synthesize", Config, run, needs=("sampled-topics", "tasks"),
+              provides={"synthetic-examples": "examples.jsonl"}, roles=("senior",),
+              calls=lambda config, cfg: cfg.count * cfg.samples_per_prompt, tokens_per_call=(250, 150))

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from ..configschema import check
 from ..errors import InputError
 from ..taxonomy import open_source, sample_topics
-
-REQUIRES: tuple[str, ...] = ()
-ROLES: tuple[str, ...] = ()
+from . import Stage
 
 
 @dataclass
@@ -52,3 +50,6 @@ def run(ctx) -> None:
     ctx.counts.update(stats)
     ctx.counts.update({"topics": len(topics), "by_depth": depths,
                        "truncated": sum(t.path != t.original_path for t in topics)})
+
+
+STAGE = Stage("topics", Config, run, provides={"sampled-topics": "topics.jsonl"}, preflight=preflight)

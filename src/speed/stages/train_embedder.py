@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..configschema import check
-
-REQUIRES: tuple[str, ...] = ("export",)
-ROLES: tuple[str, ...] = ("embedder",)
+from . import Stage
 
 # None keys take their profile's value; learning rate by family (full fine-tuning vs LoRA).
 PROFILES = {
@@ -112,11 +110,11 @@ def run(ctx) -> None:
     hp = hyperparameters(cfg, family)
     set_threads(hp["threads"])
     instruction = instruction_on(ref.instruction, family)
-    rows = list(ctx.read_input("export", "data.jsonl"))
+    rows = list(ctx.read_input("training-data"))
     if not rows:
         from ..errors import InputError
 
-        raise InputError(f"{ctx.input_path('export', 'data.jsonl')}: no training rows (export kept none; "
+        raise InputError(f"{ctx.input_path('training-data')}: no training rows (export kept none; "
                          "its DATACARD.md funnel shows where they went)")
     summary = train_embedder(ctx, hp, path, family, instruction, cfg.query_template, rows)
     history = summary.pop("history")
@@ -131,3 +129,6 @@ def run(ctx) -> None:
     ctx.artifacts["model"] = {"path": "model", "instruction": instruction,
                               "template": cfg.query_template if instruction else None,
                               "family": family, "base": ref.model}
+
+
+STAGE = Stage("train-embedder", Config, run, needs=("training-data",), trains="embedder", roles=("embedder",))

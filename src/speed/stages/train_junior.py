@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..train.common import TrainConfig
-
-REQUIRES: tuple[str, ...] = ("seed",)
-ROLES: tuple[str, ...] = ("junior",)
+from . import Stage
 
 PROFILES = {
     "cpu": {"learning_rate": 2e-4, "per_device_batch_size": 2, "gradient_accumulation_steps": 4},
@@ -30,4 +28,7 @@ class Config(TrainConfig):
 def run(ctx) -> None:
     from ..train.sft import run_sft_stage
 
-    run_sft_stage(ctx, "junior", ("seed", "sft.jsonl"), PROFILES)
+    run_sft_stage(ctx, "junior", "seed-sft", PROFILES)
+
+
+STAGE = Stage("train-junior", Config, run, needs=("seed-sft",), trains="junior", roles=("junior",))

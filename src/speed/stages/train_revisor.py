@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..train.common import TrainConfig
-
-REQUIRES: tuple[str, ...] = ("revise-signals",)
-ROLES: tuple[str, ...] = ("revisor",)
+from . import Stage
 
 PROFILES = {
     "cpu": {"learning_rate": 1e-4, "per_device_batch_size": 2, "gradient_accumulation_steps": 4},
@@ -28,4 +26,7 @@ class Config(TrainConfig):
 def run(ctx) -> None:
     from ..train.sft import run_sft_stage
 
-    run_sft_stage(ctx, "revisor", ("revise-signals", "sft.jsonl"), PROFILES)
+    run_sft_stage(ctx, "revisor", "revision-sft", PROFILES)
+
+
+STAGE = Stage("train-revisor", Config, run, needs=("revision-sft",), trains="revisor", roles=("revisor",))

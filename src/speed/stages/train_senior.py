@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 from ..configschema import check
 from ..train.common import TrainConfig
-
-REQUIRES: tuple[str, ...] = ("judge",)
-ROLES: tuple[str, ...] = ("senior",)
+from . import Stage, trainer_of
 
 # DPO memory grows fast with the batch: per-device batch 1-2 with accumulation.
 PROFILES = {
@@ -38,5 +36,8 @@ def run(ctx) -> None:
     from ..train.dpo import run_dpo_stage
 
     profiles = {k: {**v, "beta": ctx.cfg.beta} for k, v in PROFILES.items()}
-    run_dpo_stage(ctx, "senior", ("judge", "dpo.jsonl"), profiles,
-                  init_from="train-junior" if ctx.cfg.init_from_junior else None)
+    run_dpo_stage(ctx, "senior", "preferences", profiles,
+                  init_from=trainer_of("junior").name if ctx.cfg.init_from_junior else None)
+
+
+STAGE = Stage("train-senior", Config, run, needs=("preferences",), trains="senior", roles=("senior",))

@@ -197,11 +197,13 @@ def _is_messages(value: Any) -> bool:
                     for m in value))
 
 
-def load_chat_rows(ctx, stage: str, filename: str, keys: tuple[str, ...], max_examples: int | None) -> list[dict]:
-    """Rows of ``stage/filename`` keeping only ``keys`` (each a list of chat messages); a seeded sample."""
-    path = ctx.input_path(stage, filename)
+def load_chat_rows(ctx, artifact: str, keys: tuple[str, ...], max_examples: int | None) -> list[dict]:
+    """Rows of ``artifact`` keeping only ``keys`` (each a list of chat messages); a seeded sample."""
+    from ..stages import provider
+
+    path, stage = ctx.input_path(artifact), provider(artifact).name
     rows = []
-    for lineno, row in enumerate(ctx.read_input(stage, filename), 1):
+    for lineno, row in enumerate(ctx.read_input(artifact), 1):
         for k in keys:
             if not _is_messages(row.get(k)):
                 raise InputError(f"{path}:{lineno}: '{k}' is not a list of chat messages ({{role, content}})")

@@ -36,9 +36,9 @@ def margins(history: list[dict]) -> list[float]:
     return [float(h["rewards/margins"]) for h in history if "rewards/margins" in h]
 
 
-def run_dpo_stage(ctx, role: str, data: tuple[str, str], profiles: dict[str, dict[str, Any]],
-                  init_from: str | None = "train-junior") -> None:
-    """The body of train-senior: DPO of the ``role`` model, started from ``init_from``'s adapter when done."""
+def run_dpo_stage(ctx, role: str, data: str, profiles: dict[str, dict[str, Any]], init_from: str | None) -> None:
+    """The body of a DPO training stage: DPO of the ``role`` model on the artifact ``data``, started
+    from the adapter of the training stage ``init_from`` when that is done."""
     cfg = ctx.cfg
     hp = hyperparameters(cfg, profiles)
     set_threads(hp["threads"])
@@ -48,7 +48,7 @@ def run_dpo_stage(ctx, role: str, data: tuple[str, str], profiles: dict[str, dic
     if init is not None and Path(init.base_path).resolve() != Path(base_path).resolve():
         raise SpeedError(f"models.{role}.model ({base_ref}) is not the base of the {init_from} adapter "
                          f"({init.base}); the {role} is trained from that adapter, so it needs the same base model")
-    rows = load_chat_rows(ctx, data[0], data[1], DPO_KEYS, hp["max_examples"])
+    rows = load_chat_rows(ctx, data, DPO_KEYS, hp["max_examples"])
     model, tok = load_causal_lm(base_path, hp["dtype"])
     model = peft_model(model, hp, ctx.seed, adapter=init.adapter if init else None)
     trainer = build_dpo_trainer(model, tok, rows, hp, ctx.dir / "checkpoints", ctx.seed)

@@ -10,8 +10,9 @@
 
 The config is the run directory's frozen ``config.yaml`` (what the last ``speed run`` used), or
 ``--config FILE``; ``--set SECTION.KEY=VALUE`` overrides either. The stage's manifest entry is
-handled as ``speed run`` does: a done stage with the same config and inputs is skipped, a stage
-left ``running`` by a kill resumes (from its last checkpoint), anything else starts afresh.
+decided by ``speed.pipeline.decide``, as in ``speed run``: a done stage with the same config and
+inputs is skipped, a stage left ``running`` by a kill resumes (from its last checkpoint), anything
+else starts afresh.
 
 Every process runs the stage's ``run(ctx)`` (the same function ``speed run`` calls in-process);
 the trainers shard the batches and average the gradients. Only rank 0 locks the run directory,
@@ -28,7 +29,11 @@ from pathlib import Path
 
 from ..errors import SpeedError
 
-TRAINING_STAGES = ("train-junior", "train-senior", "train-revisor", "train-embedder")
+def training_stages() -> tuple[str, ...]:
+    """The stages that train a model (their declaration's ``trains``), in pipeline order."""
+    from ..stages import declarations
+
+    return tuple(s.name for s in declarations() if s.trains)
 
 
 def _config(run_dir: Path, config_path: str | None, overrides: list[str]):
@@ -38,14 +43,6 @@ def _config(run_dir: Path, config_path: str | None, overrides: list[str]):
     if not path.is_file():
         raise SpeedError(f"no config: {path} does not exist (pass --config FILE, or start the run with speed run)")
     return load_config(path, overrides)
-
-
-def _register() -> None:
-    """Make sure the training stages are in the stage registry (a no-op once it lists them)."""
-    from .. import stages
-
-    for name in TRAINING_STAGES:
-        stages._IMPLEMENTED.setdefault(name, "speed.stages." + name.replace("-", "_"))
 
 
 def _broadcast(obj):
@@ -64,17 +61,14 @@ def _broadcast(obj):
 def run_stage(run_dir: str | Path, stage: str, config_path: str | None = None, overrides: list[str] | None = None,
               overwrite: str = "only-missing", log=print) -> str:
     """Run ``stage`` of ``run_dir``; 'run', 'resume' or 'skip' (the same on every process)."""
-    from ..pipeline import config_hash, input_hash
-    from ..rundir import RunDir, StageContext, _now, clear_stage_dir, output_intact
-    from ..stages import stage_module
+    from ..rundir import RunDir, StageContext, _now
+    from ..stages import declaration
     from .common import barrier, is_main_process, world_size
 
-    if stage not in TRAINING_STAGES:
-        raise SpeedError(f"--stage {stage!r} is not a training stage ({', '.join(TRAINING_STAGES)})")
+    if stage not in training_stages():
+        raise SpeedError(f"--stage {stage!r} is not a training stage ({', '.join(training_stages())})")
     run_dir = Path(run_dir)
-    _register()
     config = _config(run_dir, config_path, overrides or [])
-    mod = stage_module(stage)
     rundir = RunDir(run_dir)
     if world_size() > 1:
         import torch
@@ -86,8 +80,7 @@ def run_stage(run_dir: str | Path, stage: str, config_path: str | None = None, o
     if is_main_process():
         try:
             rundir.lock()
-            action = _prepare(rundir, config, stage, mod, overwrite, config_hash, input_hash, output_intact,
-                              clear_stage_dir, _now)
+            action = _prepare(rundir, config, stage, overwrite)
         except SpeedError as exc:
             error = str(exc)
     action, error = _broadcast((action, error))
@@ -100,7 +93,7 @@ def run_stage(run_dir: str | Path, stage: str, config_path: str | None = None, o
     ctx = StageContext(name=stage, config=config, cfg=config.stage(stage), rundir=rundir)
     t0 = time.time()
     try:
-        mod.run(ctx)
+        declaration(stage).run(ctx)
         barrier()
         if is_main_process():
             rundir.update_stage(stage, status="done", outputs=ctx.outputs, counts=ctx.counts,
@@ -113,37 +106,27 @@ def run_stage(run_dir: str | Path, stage: str, config_path: str | None = None, o
     return action
 
 
-def _prepare(rundir, config, stage, mod, overwrite, config_hash, input_hash, output_intact, clear_stage_dir, _now):
-    """Rank 0: what to do with the stage (skip / resume / run), with the manifest updated for it."""
+def _prepare(rundir, config, stage: str, overwrite: str) -> str:
+    """Rank 0: what to do with the stage (``speed.pipeline.decide``), with the manifest updated for it."""
+    import yaml
+
     from ..io import atomic_write_text
+    from ..pipeline import check_requirements, decide
+    from ..rundir import _now, clear_stage_dir
 
     manifest = rundir.read_manifest()
-    for dep in getattr(mod, "REQUIRES", ()):
-        entry = manifest["stages"].get(dep)
-        if not entry or entry.get("status") != "done":
-            raise SpeedError(f"stage {stage} needs stage {dep}, which is not done in {rundir.path}; "
-                             f"run it first (speed run ... --from {dep})")
+    check_requirements(rundir, stage, manifest)
     if not (rundir.path / "config.yaml").exists():
-        import yaml
-
         atomic_write_text(rundir.path / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    chash, ihash = config_hash(config, stage), input_hash(manifest, stage)
-    entry = manifest["stages"].get(stage) or {}
-    same = entry.get("config_hash") == chash and entry.get("input_hash") == ihash
-    if entry.get("status") == "done":
-        intact = output_intact(rundir.stage_dir(stage), entry.get("outputs"))
-        if overwrite != "always" and same and intact:
-            return "skip"
-        if overwrite == "never":
-            why = "its config or inputs changed" if not same else "its outputs are missing or changed"
-            raise SpeedError(f"stage {stage} is done but {why}; rerun with --overwrite only-missing or always")
-    resume = entry.get("status") == "running" and same and overwrite != "always"
-    if not resume:
+    action, chash, ihash = decide(config, rundir, manifest, stage, overwrite)
+    if action == "skip":
+        return action
+    if action == "run":
         clear_stage_dir(rundir.stage_dir(stage))
     rundir.stage_dir(stage).mkdir(parents=True, exist_ok=True)
     rundir.update_stage(stage, status="running", config_hash=chash, input_hash=ihash, started_at=_now(),
                         outputs={}, counts={})
-    return "resume" if resume else "run"
+    return action
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir_pos", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("stage_pos", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help="the run directory")
-    parser.add_argument("--stage", choices=TRAINING_STAGES, help="the training stage to run")
+    parser.add_argument("--stage", choices=training_stages(), help="the training stage to run")
     parser.add_argument("--config", help="config file (default: RUN_DIR/config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
     parser.add_argument("--overwrite", choices=("never", "only-missing", "always"), default="only-missing")

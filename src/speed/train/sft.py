@@ -37,14 +37,14 @@ def peft_model(base_model, hp: dict[str, Any], seed: int, adapter: str | None = 
     return get_peft_model(base_model, lora_config(hp))
 
 
-def run_sft_stage(ctx, role: str, data: tuple[str, str], profiles: dict[str, dict[str, Any]]) -> None:
-    """The body of train-junior / train-revisor: SFT the ``role`` model's base on ``data`` (stage, file)."""
+def run_sft_stage(ctx, role: str, data: str, profiles: dict[str, dict[str, Any]]) -> None:
+    """The body of an SFT training stage: SFT the ``role`` model's base on the artifact ``data``."""
     cfg = ctx.cfg
     hp = hyperparameters(cfg, profiles)
     set_threads(hp["threads"])
     base_ref = ctx.config.model(role).model
     base_path = resolve_base(base_ref)
-    rows = load_chat_rows(ctx, data[0], data[1], SFT_KEYS, hp["max_examples"])
+    rows = load_chat_rows(ctx, data, SFT_KEYS, hp["max_examples"])
     model, tok = load_causal_lm(base_path, hp["dtype"])
     model = peft_model(model, hp, ctx.seed)
     trainer = build_sft_trainer(model, tok, rows, hp, ctx.dir / "checkpoints", ctx.seed)
