@@ -54,9 +54,9 @@ class Variant:
 
 @dataclass
 class CompareSettings:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 256
+    temperature: float | None = None  # None: the generating stage's own setting
+    top_p: float | None = None
+    max_tokens: int | None = None
     seed: int = 0
     near_dup_threshold: float = 0.8
     fn_margin: float = 0.0
@@ -105,70 +105,59 @@ def near_duplicate_rate(texts: Sequence[str], threshold: float = 0.8) -> float |
     return dups / len(texts)
 
 
-# -- generation --------------------------------------------------------------------------------------
-def _sampling(settings: CompareSettings):
-    from ..llm.backends.base import SamplingParams
+# -- generation ---------------------------------------------------------------------------------------
+def _context(artifact: str, settings: CompareSettings, folder: Path):
+    """A stage context for the stage that provides ``artifact``, over ``folder``: the stage's config
+    (sampling overridden by the settings that are set) and seeds from ``settings.seed`` as the run seed."""
+    import dataclasses
 
-    return SamplingParams(temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
+    from ..config import build_config
+    from ..rundir import RunDir, StageContext, clear_stage_dir
+    from ..stages import provider
 
-
-def _item_seed(seed: int, *item) -> int:
-    from ..io import stable_hash
-
-    return int(stable_hash([seed, "compare", *item])[:8], 16) & 0x7FFFFFFF
+    name = provider(artifact).name
+    config = build_config({"run": {"name": "compare", "seed": settings.seed}})
+    sampling = {k: getattr(settings, k) for k in ("temperature", "top_p", "max_tokens") if getattr(settings, k) is not None}
+    clear_stage_dir(folder)  # shards of an earlier comparison: the request cache makes a rerun free instead
+    return StageContext(name=name, config=config, cfg=dataclasses.replace(config.stage(name), **sampling),
+                        rundir=RunDir(folder))
 
 
 def generate_variant(variant: Variant, prompts, settings: CompareSettings, out: Path) -> list[dict]:
-    """Every prompt through the variant's generator (and revisor); one row per prompt."""
-    from ..llm.backends.base import Request
+    """Every prompt through the variant's generator (and revisor) on the stages' generation path: the
+    synthesizing stage's requests, seeds and shards, then the revising stage's; one row per prompt."""
     from ..llm.cache import RequestCache
     from ..llm.client import LLMClient
     from ..llm.ledger import Ledger
-    from ..prompts import example_schema, parse_example, revise_messages
-    from ..stages._gen import canonical_json
+    from ..stages.generation import generate_examples, to_example
+    from ..stages.revise import revise_examples
 
     cache = RequestCache(out / "cache.sqlite")
     ledger = Ledger(out / "ledger.jsonl")
+    folder = out / "work" / _safe(variant.name)
+    ctx = _context("synthetic-examples", settings, folder)
     gen = LLMClient(variant.generator, role="generator", stage=f"compare:{variant.name}", cache=cache, ledger=ledger)
-    reqs = [Request(messages=p.messages, sampling=_sampling(settings), seed=_item_seed(settings.seed, p.id),
-                    json_schema=example_schema(p.kind)) for p in prompts]
     rows = []
-    try:
-        comps = gen.generate(reqs, desc=f"compare {variant.name}")
-    finally:
-        gen.close()
-    for p, cs in zip(prompts, comps):
-        c = cs[0]
-        parsed = parse_example(p.kind, c.text, p.attributes) if c.ok else None
-        rows.append({"variant": variant.name, "prompt_id": p.id, "kind": p.kind, "task": p.task, "topic": p.topic,
-                     "attributes": p.attributes, "raw": c.text, "error": c.error,
-                     "parsed_json": bool(parsed and (parsed.ok or parsed.reason not in ("no_json", "invalid_json"))),
-                     "valid": bool(parsed and parsed.ok), "reason": None if parsed is None else parsed.reason,
-                     "fields": parsed.value if parsed and parsed.ok else None,
-                     "length_ok": parsed.length_ok if parsed and parsed.ok else {}, "revised": False,
-                     "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens})
+    for g in generate_examples(ctx, gen, prompts, ctx.cfg, keep_tokens=True):
+        p = g["prompt"]
+        rows.append({"variant": variant.name, "prompt_id": p["id"], "kind": p["kind"], "task": p["task"],
+                     "topic": p["topic"], "attributes": p["attributes"], "raw": g["raw"], "error": g["error"],
+                     "parsed_json": g["parsed_json"], "valid": g["ok"], "reason": g["reason"], "fields": g["fields"],
+                     "length_ok": g["length_ok"] if g["ok"] else {}, "revised": False,
+                     "prompt_tokens": g["prompt_tokens"], "completion_tokens": g["completion_tokens"], "row": g})
     if variant.revisor is not None:
-        from ..stages.revise import parse_revisor_output
-
-        todo = [(r, p) for r, p in zip(rows, prompts) if r["valid"]]
+        todo = [r for r in rows if r["valid"]]
+        rctx = _context("revised-examples", settings, folder)
         rev = LLMClient(variant.revisor, role="revisor", stage=f"compare:{variant.name}", cache=cache, ledger=ledger)
-        rreqs = [Request(messages=revise_messages(p.text, canonical_json(r["fields"])), sampling=_sampling(settings),
-                         seed=_item_seed(settings.seed, p.id, "revise")) for r, p in todo]
-        try:
-            rcomps = rev.generate(rreqs, desc=f"compare {variant.name} revise") if rreqs else []
-        finally:
-            rev.close()
-        for (r, p), cs in zip(todo, rcomps):
-            c = cs[0]
-            r["revision_tokens"] = c.prompt_tokens + c.completion_tokens
-            if not c.ok:
-                continue
-            parsed, fields = parse_revisor_output(p.kind, c.text, p.attributes)
-            if fields is not None:
+        revised = revise_examples(rctx, rev, [to_example(r["row"], variant.generator.model) for r in todo], rctx.cfg)
+        for r, v in zip(todo, revised):
+            r["revision_tokens"] = v["prompt_tokens"] + v["completion_tokens"]
+            if v["fields"] is not None:
                 r["original_fields"] = r["fields"]
-                r["fields"], r["revised"], r["length_ok"] = fields, True, parsed.length_ok or {}
-    if hasattr(cache, "close"):
-        cache.close()
+                r["fields"], r["revised"], r["length_ok"] = v["fields"], True, v["length_ok"] or {}
+    for r in rows:
+        r.pop("row")
+    cache.close()
     return rows
 
 
@@ -327,7 +316,11 @@ def plan(seed: int, count: int, tasks: list[dict], topics: list[dict], proportio
 
     tasks = [dict(t, id=t.get("id") or f"t{i}") for i, t in enumerate(tasks)]
     topics = [dict(t, id=t.get("id") or f"p{i}") for i, t in enumerate(topics)]
-    return plan_prompts(seed, "compare", count, proportions or PAPER_PROPORTIONS, tasks, topics)
+    from ..stages import provider
+
+    # planned as the synthesizing stage plans (its salt): a run's own prompts for the same seed and count
+    return plan_prompts(seed, provider("synthetic-examples").name, count, proportions or PAPER_PROPORTIONS,
+                        tasks, topics)
 
 
 def prompts_from_spec(spec: dict, base: Path):
@@ -336,8 +329,12 @@ def prompts_from_spec(spec: dict, base: Path):
     p = spec.get("prompts") or {}
     if p.get("run_dir"):
         rd = (base / p["run_dir"]) if not Path(p["run_dir"]).is_absolute() else Path(p["run_dir"])
-        topics = list(read_jsonl(rd / "topics" / "topics.jsonl"))
-        tasks = list(read_jsonl(rd / "brainstorm" / "tasks.jsonl")) if (rd / "brainstorm" / "tasks.jsonl").exists() else []
+        from ..stages import provider
+
+        topics_at, tasks_at = ((rd / s.name / s.provides[a]) for a, s in
+                               (("sampled-topics", provider("sampled-topics")), ("tasks", provider("tasks"))))
+        topics = list(read_jsonl(topics_at))
+        tasks = list(read_jsonl(tasks_at)) if tasks_at.exists() else []
     else:
         tasks, topics = list(p.get("tasks") or []), list(p.get("topics") or [])
     return plan(int(p.get("seed", 0)), int(p.get("count", 8)), tasks, topics, p.get("proportions"))
@@ -418,8 +415,9 @@ def compare_main(args) -> int:
     if not (spec.get("prompts") or {}).get("run_dir") and not (spec.get("prompts") or {}).get("topics"):
         raise InputError("speed compare needs prompts: --prompts-from RUN_DIR or a spec with prompts.run_dir / topics")
     samp = spec.get("sampling") or {}
-    settings = CompareSettings(temperature=float(samp.get("temperature", 1.0)), top_p=float(samp.get("top_p", 1.0)),
-                               max_tokens=int(args.max_tokens or samp.get("max_tokens", 256)),
+    max_tokens = args.max_tokens or samp.get("max_tokens")
+    settings = CompareSettings(temperature=samp.get("temperature"), top_p=samp.get("top_p"),
+                               max_tokens=int(max_tokens) if max_tokens else None,
                                seed=int((spec.get("prompts") or {}).get("seed", 0)),
                                reference_embedder=spec.get("reference_embedder", "all-minilm-l6-v2"))
     down = spec.get("downstream")
