@@ -30,7 +30,7 @@ from test_data_stages_unit import reply
 from speed.config import ModelRef, build_config, load_config
 from speed.errors import ConfigError
 from speed.llm import LLMClient, Ledger, RequestCache
-from speed.llm import remote
+from speed.llm.client import endpoint_share
 from speed.llm.ledger import UsageRecord, iter_ledger
 
 SKIP = "[seed, train-junior, root, judge, revise-signals, train-senior, train-revisor]"
@@ -69,11 +69,11 @@ def test_ray_keys_are_validated(run, message):
 
 def test_endpoint_share_is_disjoint_when_there_are_enough_urls():
     urls = [f"u{i}" for i in range(5)]
-    assert remote.endpoint_share(urls, 0, 2) == ["u0", "u2", "u4"]
-    assert remote.endpoint_share(urls, 1, 2) == ["u1", "u3"]
-    assert remote.endpoint_share(urls[:2], 2, 3) == ["u0"]  # more workers than URLs: one each, round-robin
-    assert remote.endpoint_share(urls[:2], 1, 3) == ["u1"]
-    assert remote.endpoint_share(urls, 0, 1) == urls
+    assert endpoint_share(urls, 0, 2) == ["u0", "u2", "u4"]
+    assert endpoint_share(urls, 1, 2) == ["u1", "u3"]
+    assert endpoint_share(urls[:2], 2, 3) == ["u0"]  # more workers than URLs: one each, round-robin
+    assert endpoint_share(urls[:2], 1, 3) == ["u1"]
+    assert endpoint_share(urls, 0, 1) == urls
 
 
 def test_client_pickles_without_its_backend_and_adopts_the_worker_share(tmp_path):
@@ -84,13 +84,10 @@ def test_client_pickles_without_its_backend_and_adopts_the_worker_share(tmp_path
     assert plain._backend is None and plain.ref.base_urls == ref.base_urls and plain.show_progress
     assert isinstance(plain.cache, RequestCache) and plain.cache.path == (tmp_path / "c.sqlite").resolve()
     assert plain.ledger.path == (tmp_path / "l.jsonl").resolve()
-    seen = []
-    remote.activate(remote.WorkerSlot(rank=1, size=2, cache=lambda p: seen.append(("cache", p)) or "C",
-                                      ledger=lambda p: seen.append(("ledger", p)) or "L"))
-    try:
-        inworker = pickle.loads(pickle.dumps(client))
-    finally:
-        remote.activate(None)
+    # what an executor hosts for the workers (pickled to the host process), and the handles it passes
+    seen = [(name, str(obj.path)) for name, obj in pickle.loads(pickle.dumps(client.shared())).items()]
+    inworker = pickle.loads(pickle.dumps(client))
+    inworker.attach({"cache": "C", "ledger": "L"}, 1, 2)
     assert inworker.ref.base_url == "http://b/v1" and not inworker.show_progress
     assert (inworker.cache, inworker.ledger) == ("C", "L")
     assert seen == [("cache", str((tmp_path / "c.sqlite").resolve())), ("ledger", str((tmp_path / "l.jsonl").resolve()))]

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -125,3 +126,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def stable_hash(obj: Any) -> str:
     """sha256 of a canonical JSON rendering (sorted keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def now() -> str:
+    """The time now, UTC, as the run directory records it (2026-01-31T12:00:00Z)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

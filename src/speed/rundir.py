@@ -19,23 +19,19 @@ import json
 import os
 import random
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import SpeedError
 from .io import atomic_write_json, atomic_write_jsonl, count_lines, read_jsonl, sha256_file, stable_hash
+from .io import now as _now
 
 MANIFEST_FORMAT = 1
 
 
 class ManifestError(SpeedError):
     pass
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _checksum(body: dict) -> str:

@@ -2,13 +2,16 @@
 
 For one ``map_shards`` call the driver (the ``speed run`` process) starts:
 
-- one store actor, on the driver's node, without CPUs: the only process that writes the run's
-  request cache (SQLite) and ``ledger.jsonl`` while the workers run, so both stay correct with any
-  number of workers on any number of machines (SQLite's WAL mode needs one machine);
+- for shard work that declares shared objects (``SharedWork``: for the model-calling stages, the
+  run's request cache and ledger), one host actor on the driver's node, without CPUs: the only
+  process that holds them while the workers run, so each has one writer with any number of workers
+  on any number of machines (SQLite's WAL mode needs one machine);
 - ``run.ray_workers`` shard workers (each ``ray_cpus_per_worker`` CPUs, ``ray_gpus_per_worker``
-  GPUs). Each gets the stage's shard work pickled once; the LLM client inside it left its backend
-  behind and loads its own in the worker (llama.cpp or vLLM in the worker, or the worker's share of
-  an ``openai`` endpoint pool, see ``speed.llm.remote``), reused for every shard the worker runs.
+  GPUs). Each gets the stage's shard work pickled once and, explicitly, its rank and handles to the
+  shared objects (``SharedWork.attach``); whatever the work holds (an LLM client that left its
+  backend behind) loads its own state in the worker, reused for every shard the worker runs.
+
+The executor knows nothing of what the shard work does.
 
 The driver hands out one shard at a time to each free worker. A worker writes the shard's rows
 and then its done-marker into the run directory, exactly as the local executor does (so the run
@@ -30,7 +33,7 @@ import uuid
 from typing import Any, Callable
 
 from ..errors import SpeedError, require
-from . import Process, ShardTask, run_shard
+from . import Process, ShardTask, SharedWork, run_shard
 
 
 def import_ray():
@@ -71,108 +74,52 @@ def shutdown() -> None:
             ray.shutdown()
 
 
-class _Store:
-    """Owns the run's request caches and ledgers while workers run (one process: one writer)."""
+class _Host:
+    """Owns the shard work's shared objects (``SharedWork.shared``, e.g. a request cache and a
+    ledger) while workers run: one process, so each has one writer. Workers call their methods."""
 
-    def __init__(self) -> None:
-        self._caches: dict[str, Any] = {}
-        self._ledgers: dict[str, Any] = {}
+    def __init__(self, objects: dict[str, Any]):
+        self.objects = objects
 
-    def _cache(self, path: str):
-        from ..llm.cache import RequestCache
-
-        if path not in self._caches:
-            self._caches[path] = RequestCache(path)
-        return self._caches[path]
-
-    def get_many(self, path: str, keys: list[str]) -> dict[str, dict]:
-        return self._cache(path).get_many(keys)
-
-    def put_many(self, path: str, items: list) -> int:
-        return self._cache(path).put_many(items)
-
-    def record_many(self, path: str, recs: list) -> None:
-        from ..llm.ledger import Ledger
-
-        if path not in self._ledgers:
-            self._ledgers[path] = Ledger(path)
-        self._ledgers[path].record_many(recs)
-
-    def put_many_and_record(self, cache_path: str, items: list, ledger_path: str, recs: list) -> None:
-        """Answers' cache rows and their ledger lines in one call: a worker that dies sends both or neither."""
-        self.record_many(ledger_path, recs)  # the ledger first, as in LLMClient._commit
-        self.put_many(cache_path, items)
+    def call(self, name: str, method: str, args: tuple, kwargs: dict):
+        args = tuple(self.objects[a.name] if isinstance(a, Handle) else a for a in args)
+        return getattr(self.objects[name], method)(*args, **kwargs)
 
     def close(self) -> None:
-        for cache in self._caches.values():
-            cache.close()
-        self._caches.clear()
+        for obj in self.objects.values():
+            getattr(obj, "close", lambda: None)()
 
 
-class StoreCache:
-    """In a worker: the request cache at ``path``, read and written through the store actor."""
+class Handle:
+    """In a worker: shared object ``name``, its method calls run in the host process (a handle passed
+    as an argument arrives there as the object it names, so a call on two objects is one step)."""
 
-    def __init__(self, store, path: str):
-        self.store, self.path = store, path
+    def __init__(self, host, name: str):
+        self.host, self.name = host, name
 
-    def get_many(self, keys) -> dict[str, dict]:
-        import ray
+    def __getattr__(self, method: str):
+        if method.startswith("__"):
+            raise AttributeError(method)
 
-        return ray.get(self.store.get_many.remote(self.path, list(keys)))
+        def call(*args, **kwargs):
+            import ray
 
-    def get(self, key: str) -> dict | None:
-        return self.get_many([key]).get(key)
+            return ray.get(self.host.call.remote(self.name, method, args, kwargs))
 
-    def put_many(self, items) -> int:
-        import ray
-
-        items = list(items)
-        return ray.get(self.store.put_many.remote(self.path, items)) if items else 0
-
-    def put_many_and_record(self, items, ledger, recs) -> None:
-        import ray
-
-        if isinstance(ledger, StoreLedger) and ledger.store is self.store:
-            ray.get(self.store.put_many_and_record.remote(self.path, list(items), ledger.path, list(recs)))
-        else:
-            self.put_many(items)
-            ledger.record_many(recs)
-
-    def close(self) -> None:
-        pass
-
-
-class StoreLedger:
-    """In a worker: the ledger at ``path``, appended to by the store actor."""
-
-    def __init__(self, store, path: str):
-        self.store, self.path = store, path
-
-    def record_many(self, recs) -> None:
-        import ray
-
-        recs = list(recs)
-        if recs:
-            ray.get(self.store.record_many.remote(self.path, recs))
-
-    def record(self, rec) -> None:
-        self.record_many([rec])
+        return call
 
 
 class _Worker:
     """One shard worker: the stage's shard work, unpickled once, with its own model backend."""
 
-    def __init__(self, rank: int, size: int, store_name: str, payload: bytes):
+    def __init__(self, rank: int, size: int, host_name: str, payload: bytes):
         import ray
         import ray.cloudpickle as cloudpickle
 
-        from ..llm import remote
-
-        store = ray.get_actor(store_name)  # by name: a restarted worker finds it again
-
-        remote.activate(remote.WorkerSlot(rank=rank, size=size, cache=lambda p: StoreCache(store, p),
-                                          ledger=lambda p: StoreLedger(store, p)))
         self.process = cloudpickle.loads(payload)
+        if isinstance(self.process, SharedWork):
+            host = ray.get_actor(host_name)  # by name: a restarted worker finds it again
+            self.process.attach({name: Handle(host, name) for name in self.process.shared}, rank, size)
 
     def run_shard(self, task: ShardTask) -> dict:
         return run_shard(task, self.process)
@@ -183,9 +130,9 @@ _ACTORS: dict[str, Any] = {}
 
 def _actor_classes(ray):
     if not _ACTORS:
-        _ACTORS["store"] = ray.remote(_Store)
+        _ACTORS["host"] = ray.remote(_Host)
         _ACTORS["worker"] = ray.remote(_Worker)
-    return _ACTORS["store"], _ACTORS["worker"]
+    return _ACTORS["host"], _ACTORS["worker"]
 
 
 class RayExecutor:
@@ -226,11 +173,12 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         payload = self._payload(process)
-        store_cls, worker_cls = _actor_classes(ray)
+        host_cls, worker_cls = _actor_classes(ray)
         here = ray.get_runtime_context().get_node_id()
-        store_name = f"speed-store-{uuid.uuid4().hex}"
-        store = store_cls.options(name=store_name, num_cpus=0,
-                                  scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+        store_name = f"speed-host-{uuid.uuid4().hex}"
+        shared = process.shared if isinstance(process, SharedWork) else {}
+        store = host_cls.options(name=store_name, num_cpus=0,
+                                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(shared)
         n = self._n_workers(ray, len(tasks))
         run = self.run_config
         workers = [worker_cls.options(num_cpus=run.ray_cpus_per_worker, num_gpus=run.ray_gpus_per_worker,

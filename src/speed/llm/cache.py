@@ -5,8 +5,8 @@ the messages, the sampling parameters, the output constraint, the per-item seed 
 index (see ``speed.llm.client.cache_key``). Only successful completions are stored. A connection
 per thread keeps it safe under the thread pools the backends use; WAL mode, a busy timeout and
 ``BEGIN IMMEDIATE`` writes keep it safe when several processes on one machine write it at once
-(SQLite's WAL needs a local filesystem: the Ray executor routes workers on other machines through
-one store process, see ``speed.executors.ray_executor``). Pickled, a cache travels as its path.
+(SQLite's WAL needs a local filesystem: under the Ray executor the workers call one host process
+that owns it, see ``LLMClient.shared``). Pickled, a cache travels as its path.
 """
 
 from __future__ import annotations
@@ -53,9 +53,13 @@ class RequestCache:
         return conn
 
     def __reduce__(self):
-        from .remote import open_cache
+        return RequestCache, (str(self.path.resolve()),)
 
-        return open_cache, (str(self.path.resolve()),)
+    def put_many_and_record(self, items, ledger, recs) -> None:
+        """The answers' ledger lines, then their cache rows (the ledger first: a kill between the two
+        can only make it count a request that is asked again, never miss one that was paid)."""
+        ledger.record_many(recs)
+        self.put_many(items)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}

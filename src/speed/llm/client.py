@@ -74,6 +74,7 @@ class LLMClient:
         opts = ref.options or {}
         self._engine = {k: opts[k] for k in ("sampler", "cache_salt") if k in opts}
         self.calls = 0  # samples sent to the backend by this client
+        self.worker: int | None = None  # the executor worker this client runs in (see attach)
 
     def __getstate__(self) -> dict:
         """Pickled (to go to a worker process), a client leaves its loaded backend behind."""
@@ -81,13 +82,16 @@ class LLMClient:
         state["_backend"] = None
         return state
 
-    def __setstate__(self, state: dict) -> None:
-        from .remote import adopt, current
+    def shared(self) -> dict:
+        """What an executor worker must reach through one process (single writers): cache and ledger."""
+        return {"cache": self.cache, "ledger": self.ledger}
 
-        self.__dict__.update(state)
-        if current() is not None:  # in an executor worker: its share of an endpoint pool, no own bars
-            self.ref = adopt(self.ref)
-            self.show_progress = False
+    def attach(self, shared: dict, rank: int, size: int) -> None:
+        """In executor worker ``rank`` of ``size``: the cache and ledger handles the executor passes
+        (see ``shared``), the worker's share of an endpoint pool, and no progress bars of its own."""
+        self.cache, self.ledger, self.worker = shared["cache"], shared["ledger"], rank
+        self.ref = worker_ref(self.ref, rank, size)
+        self.show_progress = False
 
     @property
     def backend(self) -> Backend:
@@ -114,10 +118,7 @@ class LLMClient:
         return max(1, int(size))
 
     def _usage(self, comps: Sequence[Completion], hits: bool) -> list[UsageRecord]:
-        from .remote import current
-
-        slot = current()
-        worker = slot.rank if slot is not None else None
+        worker = self.worker
         return [UsageRecord(
             stage=self.stage, role=self.role, model=self.ref.model, prompt_tokens=int(c.prompt_tokens),
             completion_tokens=int(c.completion_tokens), latency_s=0.0 if hits else round(float(c.latency_s), 4),
@@ -135,9 +136,8 @@ class LLMClient:
         cache and the ledger live in one store process, as under the Ray executor). The ledger goes
         first so that a kill between the two writes can only make it count a request that is then
         asked (and paid) again, never miss one that was paid."""
-        joint = getattr(self.cache, "put_many_and_record", None)
-        if joint is not None and self.ledger is not None and to_cache and fresh:
-            joint(to_cache, self.ledger, self._usage(fresh, hits=False))
+        if self.cache is not None and self.ledger is not None and to_cache and fresh:
+            self.cache.put_many_and_record(to_cache, self.ledger, self._usage(fresh, hits=False))
             return
         self._record(fresh, hits=False)
         if to_cache:
@@ -269,3 +269,23 @@ class LLMClient:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+
+
+def endpoint_share(urls: list[str], rank: int, size: int) -> list[str]:
+    """The endpoints worker ``rank`` of ``size`` uses: a disjoint share when there are enough of
+    them (worker r gets urls r, r+size, ...), else one each, round-robin."""
+    if not urls or size <= 1:
+        return list(urls)
+    if len(urls) >= size:
+        return list(urls[rank::size])
+    return [urls[rank % len(urls)]]
+
+
+def worker_ref(ref, rank: int, size: int):
+    """``ref`` as worker ``rank`` of ``size`` runs it: an endpoint pool narrowed to the worker's share."""
+    if getattr(ref, "backend", None) != "openai" or not ref.base_urls:
+        return ref
+    import dataclasses
+
+    share = endpoint_share(ref.base_urls, rank, size)
+    return dataclasses.replace(ref, base_url=share if len(share) > 1 else share[0])

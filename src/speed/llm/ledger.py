@@ -48,9 +48,7 @@ class Ledger:
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        from .remote import open_ledger
-
-        return open_ledger, (str(self.path.resolve()),)
+        return Ledger, (str(self.path.resolve()),)
 
     def record(self, rec: UsageRecord) -> None:
         self.record_many([rec])

@@ -83,14 +83,17 @@ def ask_in_shards(ctx, client, items, build, handle, shard_size: int | None = No
     ``handle(item, completions)`` the rows made of its answers. Returns every row, in item order;
     the client is closed at the end."""
 
+    from ..executors import SharedWork
+
     def work(chunk, index):
         rows = []
         for item, comps in zip(chunk, client.generate([build(it) for it in chunk], desc=ctx.name)):
             rows.extend(handle(item, comps))
         return rows
 
+    shards = SharedWork(work, client.shared(), client.attach)  # a Ray worker reaches cache and ledger via handles
     try:
-        return list(ctx.map_shards(items, shard_size or ctx.cfg.shard_size, work, desc=f"{ctx.name} shards"))
+        return list(ctx.map_shards(items, shard_size or ctx.cfg.shard_size, shards, desc=f"{ctx.name} shards"))
     finally:
         client.close()
 
