@@ -101,7 +101,9 @@ def cmd_scaling(args) -> int:
     rd, model, cfg = _run_inputs(args.target, args.run_dir)
     model = args.model or model
     sc = cfg.scaling if cfg is not None else ScalingConfig()  # the config's `scaling` section; flags override
-    data = Path(args.data) if args.data else rd / "export" / "data.jsonl"
+    from .stages import artifact_path
+
+    data = Path(args.data) if args.data else artifact_path(rd, "training-data")
     if not data.is_file():
         raise InputError(f"{data}: file not found (run the pipeline through export first, or pass --data FILE)")
     rows = list(read_jsonl(data))
@@ -177,7 +179,7 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("scaling", help="train the embedder on nested subsets, evaluate, fit scaling laws")
     s.add_argument("target", metavar="CONFIG_OR_RUN_DIR")
     s.add_argument("--run-dir", default=None, help="with a config: its run directory (default run.run_dir or runs/NAME)")
-    s.add_argument("--data", default=None, help="training rows (default RUN_DIR/export/data.jsonl)")
+    s.add_argument("--data", default=None, help="training rows (default: the run's exported data.jsonl)")
     s.add_argument("--model", default=None, help="base embedder (default: the config's models.embedder)")
     s.add_argument("--sizes", default=None,
                    help="comma-separated subset sizes (default: the config's scaling.sizes, else doubling)")

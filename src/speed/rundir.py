@@ -132,10 +132,9 @@ class StageContext:
 
     def input_path(self, artifact: str) -> Path:
         """The file of ``artifact`` (see ``speed.stages.Stage.needs``) in its providing stage's folder."""
-        from .stages import provider
+        from .stages import artifact_path, provider
 
-        stage = provider(artifact)
-        path = self.rundir.stage_dir(stage.name) / stage.provides[artifact]
+        stage, path = provider(artifact), artifact_path(self.rundir.path, artifact)
         if not path.exists():
             raise SpeedError(f"stage {self.name} needs {path}, which stage {stage.name} did not produce; "
                              f"rerun {stage.name}")

@@ -108,7 +108,9 @@ def _add(b: dict, row: dict, usd: float) -> None:
 
 
 def final_examples(run_dir: Path) -> int | None:
-    path = Path(run_dir) / "export" / "data.jsonl"
+    from ..stages import artifact_path
+
+    path = artifact_path(run_dir, "training-data")
     if not path.is_file():
         return None
     with open(path, "rb") as fh:

@@ -35,7 +35,7 @@ def _rate(values) -> float | None:
 def gather(run_dir: str | os.PathLike, prices: PriceTable | None = None) -> dict:
     """Everything the report shows, as plain data."""
     from ..rundir import RunDir
-    from ..stages import STAGE_ORDER
+    from ..stages import STAGE_ORDER, artifact_path, provider
 
     rd = RunDir(run_dir)
     if not rd.manifest_path.exists():
@@ -50,12 +50,12 @@ def gather(run_dir: str | os.PathLike, prices: PriceTable | None = None) -> dict
         stages.append({"stage": name, "status": e.get("status"), "seconds": e.get("seconds"), "rows": rows})
     data = {"run": manifest.get("run") or rd.path.name, "run_dir": str(rd.path), "stages": stages,
             "generated_at": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())}
-    exp = manifest["stages"].get("export") or {}
-    data_path = rd.path / "export" / "data.jsonl"
+    exp = manifest["stages"].get(provider("training-data").name) or {}
+    data_path = artifact_path(rd.path, "training-data")
     rows = list(read_jsonl(data_path)) if data_path.is_file() else []
     funnel = (exp.get("counts") or {}).get("funnel") or {}
     if not funnel:
-        syn = (manifest["stages"].get("synthesize") or {}).get("counts") or {}
+        syn = (manifest["stages"].get(provider("synthetic-examples").name) or {}).get("counts") or {}
         funnel = {"prompted": syn.get("samples"), "parsed": syn.get("parsed"), "valid": syn.get("valid"),
                   "kept": len(rows) if rows else None}
     order = ["prompted", "parsed", "valid", "revised", "after_dedup", "kept"]
@@ -72,7 +72,7 @@ def gather(run_dir: str | os.PathLike, prices: PriceTable | None = None) -> dict
                       "revised": _rate(r.get("revised") for r in sel), "margins": margins}
     data["quality"] = quality if rows else {}
     data["cost"] = cost_report(rd.path, prices, examples=len(rows) if rows else None)
-    data["evaluation"] = _load_json(rd.path / "evaluate" / "results.json")
+    data["evaluation"] = _load_json(artifact_path(rd.path, "eval-results"))
     data["scaling"] = _load_json(rd.path / "scaling" / "fit.json")
     return data
 
@@ -221,8 +221,10 @@ def render_html(data: dict, secs: list[dict]) -> str:
 def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                  prices: PriceTable | None = None) -> dict:
     """Render the report; returns {"markdown": path, "html": path, "plots": [paths], "sections": [titles]}."""
+    from ..stages import artifact_path
+
     data = gather(run_dir, prices)
-    out = Path(out_dir) if out_dir else Path(run_dir) / "report"
+    out = Path(out_dir) if out_dir else artifact_path(run_dir, "run-report").parent
     out.mkdir(parents=True, exist_ok=True)
     secs = sections(data)
     names = {}

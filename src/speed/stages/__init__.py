@@ -108,6 +108,14 @@ def provider(artifact: str) -> Stage:
     raise SpeedError(f"no stage provides {artifact!r}")
 
 
+def artifact_path(run_dir, artifact: str):
+    """Where ``artifact`` lives in a run directory: its providing stage's folder / its file."""
+    from pathlib import Path
+
+    stage = provider(artifact)
+    return Path(run_dir) / stage.name / stage.provides[artifact]
+
+
 def trainer_of(role: str) -> Stage | None:
     """The stage that trains ``role``'s model (None for a role no stage trains, e.g. the teacher)."""
     return next((s for s in declarations() if s.trains == role), None)
