@@ -28,9 +28,6 @@ TASK = "Given a banking customer question, find another question with the same i
 def registered(monkeypatch):
     import torch
 
-    import speed.stages as stages
-
-    monkeypatch.setitem(stages._IMPLEMENTED, "train-embedder", "speed.stages.train_embedder")
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared CPU: one thread is much faster than two oversubscribed ones
     yield

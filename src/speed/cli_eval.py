@@ -189,10 +189,11 @@ def add_parsers(sub) -> None:
     s.add_argument("--tasks", nargs="+", metavar="DIR", help="task folders (default: the built-ins)")
     s.add_argument("--target-score", type=float, default=None,
                    help="predict the data size that reaches this score (default scaling.target_score)")
-    s.add_argument("--epochs", type=float, default=1.0)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--lr", type=float, default=2e-5)
-    s.add_argument("--max-seq-length", type=int, default=128)
+    default = " (default: the train-embedder stage's, by model family)"
+    s.add_argument("--epochs", type=float, default=None, help="training epochs" + default)
+    s.add_argument("--batch-size", type=int, default=None, help="batch size" + default)
+    s.add_argument("--lr", type=float, default=None, help="learning rate" + default)
+    s.add_argument("--max-seq-length", type=int, default=None, help="max tokens per text" + default)
     s.add_argument("--instruction", choices=("on", "off"), default="off")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--boot", type=int, default=500, help="bootstrap resamples for the confidence intervals")

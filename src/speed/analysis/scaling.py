@@ -256,84 +256,30 @@ def plot_fit(doc: dict) -> bytes:
 # -- training on nested subsets ----------------------------------------------------------------------
 @dataclass
 class TrainSettings:
-    epochs: float = 1.0
-    batch_size: int = 16
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    max_seq_length: int = 128
+    """What ``speed scaling`` sets of the pipeline's embedder training (None: the train-embedder
+    stage's default for the model's family)."""
+
+    epochs: float | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    warmup_ratio: float | None = None
+    max_seq_length: int | None = None
     instruction: bool = False
     seed: int = 0
 
     def key(self) -> dict:
-        return dict(self.__dict__)
-
-
-def training_pairs(rows: Sequence[dict], instruction: bool = False) -> list[dict]:
-    """(anchor, positive[, negative]) from export rows; the query gets the task instruction when on."""
-    from ..evaluate.encoder import with_instruction
-
-    out = []
-    for r in rows:
-        if not r.get("query") or not r.get("positive"):
-            continue
-        q = with_instruction(r["query"], r.get("task")) if instruction else r["query"]
-        item = {"anchor": q, "positive": r["positive"]}
-        if r.get("negative"):
-            item["negative"] = r["negative"]
-        out.append(item)
-    return out
+        return dict(self.__dict__, trainer="train-embedder")
 
 
 def train_embedder_subset(base_model: str, rows: Sequence[dict], out_dir: Path, settings: TrainSettings) -> str:
-    """Fine-tune ``base_model`` on ``rows`` with MultipleNegativesRankingLoss (in-batch negatives plus the
-    hard negative where there is one); returns the saved model folder.
+    """One embedder on ``rows`` with the pipeline's trainer (``speed.train.embedder``, through the
+    train-embedder stage's ``train_on_rows``); returns the saved model folder."""
+    from ..stages.train_embedder import train_on_rows
 
-    A thin sentence-transformers trainer; ``speed.train.embedder`` (the train-embedder stage) is used
-    instead when it provides ``train_embedder_rows(base_model, rows, out_dir, **settings)``.
-    """
-    try:
-        from ..train import embedder as _tr  # type: ignore
-
-        fn = getattr(_tr, "train_embedder_rows", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        return str(fn(base_model, rows, out_dir, **settings.key()))
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from datasets import Dataset, DatasetDict
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.training_args import BatchSamplers
-
-    from ..models import resolve_model
-
-    pairs = training_pairs(rows, settings.instruction)
-    if not pairs:
-        raise InputError("no training rows with a query and a positive")
-    model = SentenceTransformer(resolve_model(base_model, want="embedder"), device="cpu")
-    model.max_seq_length = settings.max_seq_length
-    triplets = [p for p in pairs if "negative" in p]
-    doubles = [{"anchor": p["anchor"], "positive": p["positive"]} for p in pairs if "negative" not in p]
-    parts = {}
-    if triplets:
-        parts["triplets"] = Dataset.from_list(triplets)
-    if doubles:
-        parts["pairs"] = Dataset.from_list(doubles)
-    train = DatasetDict(parts) if len(parts) > 1 else next(iter(parts.values()))
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out_dir / "trainer"), num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-        warmup_ratio=settings.warmup_ratio, seed=settings.seed, data_seed=settings.seed, save_strategy="no",
-        report_to=[], logging_steps=10, use_cpu=True, batch_sampler=BatchSamplers.NO_DUPLICATES,
-        dataloader_drop_last=False, disable_tqdm=True)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
-                                         loss=MultipleNegativesRankingLoss(model))
-    trainer.train()
-    path = out_dir / "model"
-    model.save(str(path))
-    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
-    return str(path)
+    overrides = {k: v for k, v in (("epochs", settings.epochs), ("batch_size", settings.batch_size),
+                                   ("learning_rate", settings.learning_rate), ("warmup", settings.warmup_ratio),
+                                   ("max_length", settings.max_seq_length)) if v is not None}
+    return train_on_rows(base_model, rows, out_dir, seed=settings.seed, instruction=settings.instruction, **overrides)
 
 
 # -- the experiment ----------------------------------------------------------------------------------
@@ -385,7 +331,7 @@ def run_scaling(rows: Sequence[dict], base_model: str, out_dir: str | os.PathLik
     tasks = load_tasks(task_dirs or None)
     rows = list(rows)
     if not rows:
-        raise InputError("no training data (export/data.jsonl is empty or missing)")
+        raise InputError("no training data (the run's exported data.jsonl is empty or missing)")
     sizes = sorted(set(int(s) for s in sizes))
     too_big = [s for s in sizes if s > len(rows) or s < 1]
     if too_big:

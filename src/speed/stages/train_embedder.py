@@ -116,7 +116,7 @@ def run(ctx) -> None:
 
         raise InputError(f"{ctx.input_path('training-data')}: no training rows (export kept none; "
                          "its DATACARD.md funnel shows where they went)")
-    summary = train_embedder(ctx, hp, path, family, instruction, cfg.query_template, rows)
+    summary = train_embedder(ctx.dir, ctx.seed, hp, path, family, instruction, cfg.query_template, rows)
     history = summary.pop("history")
     ctx.counts.update(summary)
     ctx.counts["hyperparameters"] = hp
@@ -132,3 +132,25 @@ def run(ctx) -> None:
 
 
 STAGE = Stage("train-embedder", Config, run, needs=("training-data",), trains="embedder", roles=("embedder",))
+
+
+def train_on_rows(base_model: str, rows: list[dict], out, seed: int = 0, instruction: bool | None = None,
+                  **overrides) -> str:
+    """This stage's training outside a run (``speed scaling``, ``speed compare --downstream``): the
+    same defaults, hyper-parameters, loss, temperature, and EOS + last-token pooling and LoRA for a
+    decoder, on ``rows`` into ``out/model`` (returned). ``overrides``: keys of ``Config``."""
+    from pathlib import Path
+
+    from ..models import resolve_model
+    from ..train.common import set_threads
+    from ..train.embedder import detect_family, instruction_on, train_embedder
+
+    cfg = Config(**overrides)
+    cfg.validate(STAGE.name)
+    path = resolve_model(base_model, want="embedder")
+    family = detect_family(path) if cfg.family == "auto" else cfg.family
+    hp = hyperparameters(cfg, family)
+    set_threads(hp["threads"])
+    train_embedder(Path(out), seed, hp, path, family, instruction_on(instruction, family), cfg.query_template,
+                   list(rows))
+    return str(Path(out) / "model")

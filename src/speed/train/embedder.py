@@ -75,7 +75,7 @@ def instruction_on(flag: bool | None, family: str) -> bool:
 # -- data --------------------------------------------------------------------------------------------
 
 def build_rows(rows: list[dict], template: str | None, kinds: list[str] | None = None,
-               where: str = "export/data.jsonl") -> tuple[list[dict], list[dict], dict[str, int]]:
+               where: str = "data.jsonl") -> tuple[list[dict], list[dict], dict[str, int]]:
     """(triplets, pairs, counts) from exported rows; ``template`` None: no instruction."""
     triplets, pairs = [], []
     counts = {"skipped_empty": 0, "skipped_kind": 0}
@@ -107,7 +107,7 @@ def train_dataset(triplets: list[dict], pairs: list[dict]):
     if pairs:
         parts["pairs"] = Dataset.from_list(pairs)
     if not parts:
-        raise InputError("export/data.jsonl: no usable rows (every row lacks a query or a positive)")
+        raise InputError("data.jsonl: no usable rows (every row lacks a query or a positive)")
     return next(iter(parts.values())) if len(parts) == 1 else DatasetDict(parts)
 
 
@@ -224,9 +224,10 @@ def make_loss(model, kind: str, temperature: float, mini_batch_size: int, gather
     return losses.MultipleNegativesRankingLoss(model, scale=scale, gather_across_devices=gather)
 
 
-def train_embedder(ctx, hp: dict[str, Any], model_path: str, family: str, instruction: bool,
+def train_embedder(out: Path, seed: int, hp: dict[str, Any], model_path: str, family: str, instruction: bool,
                    template: str | None, rows: list[dict]) -> dict[str, Any]:
-    """Train on ``rows`` (exported), save ``ctx.dir/model`` (rank 0); the summary of the run."""
+    """The one embedder trainer (the train-embedder stage, ``speed scaling``, ``speed compare
+    --downstream``): train on exported ``rows``, save ``out/model`` (rank 0); the summary of the run."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
     from transformers import set_seed
@@ -235,17 +236,17 @@ def train_embedder(ctx, hp: dict[str, Any], model_path: str, family: str, instru
                          world_size)
 
     if hp["max_examples"] is not None and len(rows) > hp["max_examples"]:
-        rows = random.Random(ctx.seed).sample(rows, hp["max_examples"])
+        rows = random.Random(seed).sample(rows, hp["max_examples"])
     triplets, pairs, data_counts = build_rows(rows, template if instruction else None, hp["kinds"])
     dataset = train_dataset(triplets, pairs)
-    set_seed(ctx.seed)
+    set_seed(seed)
     model = load_embedder(model_path, family, hp["max_length"], hp["dtype"])
     use_lora = hp["lora"] if hp["lora"] is not None else family == "decoder"
     if use_lora:
         add_lora(model, hp)
     loss = make_loss(model, hp["loss"], hp["temperature"], hp["mini_batch_size"],
                      gather=hp["gather_across_devices"] and world_size() > 1)
-    checkpoints = ctx.dir / "checkpoints"
+    checkpoints = out / "checkpoints"
     dtype = torch_dtype(hp["dtype"])
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=hp["epochs"], max_steps=hp["max_steps"],
@@ -255,7 +256,7 @@ def train_embedder(ctx, hp: dict[str, Any], model_path: str, family: str, instru
         multi_dataset_batch_sampler=(MultiDatasetBatchSamplers.ROUND_ROBIN if hp["mix"] == "round_robin"
                                      else MultiDatasetBatchSamplers.PROPORTIONAL),
         save_strategy="steps", save_steps=hp["save_steps"], save_total_limit=hp["save_total_limit"],
-        logging_steps=hp["logging_steps"], seed=ctx.seed, data_seed=ctx.seed, report_to="none",
+        logging_steps=hp["logging_steps"], seed=seed, data_seed=seed, report_to="none",
         gradient_checkpointing=bool(hp["gradient_checkpointing"]), use_cpu=not _cuda(), dataloader_num_workers=0,
         disable_tqdm=os.environ.get("SPEED_PROGRESS", "1") == "0", **precision_flags(dtype),
     )
@@ -276,7 +277,7 @@ def train_embedder(ctx, hp: dict[str, Any], model_path: str, family: str, instru
     gathered = None
     if getattr(trainer, "is_deepspeed_enabled", False):
         # ZeRO-3 shards the weights: the trainer gathers them (every process takes part), rank 0 reloads
-        gathered = ctx.dir / ".model.gathered"
+        gathered = out / ".model.gathered"
         trainer.save_model(str(gathered))
         barrier()
     if is_main_process():
@@ -293,7 +294,7 @@ def train_embedder(ctx, hp: dict[str, Any], model_path: str, family: str, instru
             model = SentenceTransformer(str(gathered), device="cpu")
         if use_lora:
             summary["lora_layers_merged"] = merge_lora(model)
-        tmp = ctx.dir / ".model.tmp"
+        tmp = out / ".model.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
         model.save(str(tmp))
@@ -301,13 +302,13 @@ def train_embedder(ctx, hp: dict[str, Any], model_path: str, family: str, instru
                 "document_instruction": False, "pooling": "lasttoken" if family == "decoder" else "model",
                 "eos_appended": family == "decoder", "max_length": hp["max_length"]}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        final = ctx.dir / "model"
+        final = out / "model"
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         if gathered is not None:
             shutil.rmtree(gathered, ignore_errors=True)
-        atomic_write_jsonl(ctx.dir / "train_log.jsonl", history)
+        atomic_write_jsonl(out / "train_log.jsonl", history)
     summary["history"] = history
     return summary
 
