@@ -19,7 +19,7 @@ A spec file (YAML)::
 
     prompts: {run_dir: runs/demo, count: 16, seed: 0, proportions: {retrieval: 1, classification: 1, sts: 1}}
     # or: prompts: {tasks: [{kind, task, topic}], topics: [{id, text}], count: 8}
-    sampling: {temperature: 1.0, top_p: 1.0, max_tokens: 256}
+    sampling: {temperature: 1.0, top_p: 1.0, max_tokens: 256}   # optional; default: the synthesize stage's
     reference_embedder: all-minilm-l6-v2
     downstream: {tasks: [src/speed/data/eval/STSBenchmark], epochs: 1}   # optional
     variants:

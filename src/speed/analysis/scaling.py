@@ -268,7 +268,7 @@ class TrainSettings:
     seed: int = 0
 
     def key(self) -> dict:
-        return dict(self.__dict__, trainer="train-embedder")
+        return dict(self.__dict__, trainer="speed.train.embedder")
 
 
 def train_embedder_subset(base_model: str, rows: Sequence[dict], out_dir: Path, settings: TrainSettings) -> str:
