@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import Process, ShardTask, run_shard
+from .shards import Process, ShardTask, run_shard
 
 
 class LocalExecutor:

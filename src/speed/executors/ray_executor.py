@@ -33,7 +33,7 @@ import uuid
 from typing import Any, Callable
 
 from ..errors import SpeedError, require
-from . import Process, ShardTask, SharedWork, run_shard
+from .shards import Process, ShardTask, SharedWork, run_shard
 
 
 def import_ray():
