@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from speed.evaluate import protocol
+from speed.evaluate.task_types.classification import classification_scores, undersample
+from speed.evaluate.task_types.clustering import clustering_scores
+from speed.evaluate.task_types.pair_classification import pair_classification_scores
+from speed.evaluate.task_types.reranking import reranking_scores
+from speed.evaluate.task_types.retrieval import retrieval_scores, search
+from speed.evaluate.task_types.sts import sts_scores
 
 
 def _rng(seed=0):
@@ -21,7 +26,7 @@ def test_sts_matches_scipy_spearman_of_cosines():
     e1, e2 = r.normal(size=(50, 8)), r.normal(size=(50, 8))
     gold = r.uniform(0, 5, 50)
     cos = np.sum(e1 * e2, 1) / (np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1))
-    m = protocol.sts_scores(e1, e2, gold, 0, 5)
+    m = sts_scores(e1, e2, gold, 0, 5)
     assert m["main_score"] == pytest.approx(spearmanr(gold, cos)[0], abs=1e-12)
     assert m["cosine_pearson"] == pytest.approx(pearsonr(gold, cos)[0], abs=1e-12)
     assert m["euclidean_spearman"] == pytest.approx(spearmanr(gold, -np.linalg.norm(e1 - e2, axis=1))[0], abs=1e-12)
@@ -35,7 +40,7 @@ def test_pair_classification_ap_matches_sklearn_and_hand_accuracy():
     labels = r.integers(0, 2, 40)
     e2 = e1 + r.normal(scale=np.where(labels[:, None] == 1, 0.5, 2.0), size=(40, 6))
     cos = np.sum(e1 * e2, 1) / (np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1))
-    m = protocol.pair_classification_scores(e1, e2, labels)
+    m = pair_classification_scores(e1, e2, labels)
     assert m["cosine_ap"] == pytest.approx(average_precision_score(labels, cos), abs=1e-12)
     assert m["euclidean_ap"] == pytest.approx(average_precision_score(labels, -np.linalg.norm(e1 - e2, axis=1)), abs=1e-12)
     assert m["main_score"] == max(m[f"{n}_ap"] for n in ("cosine", "manhattan", "euclidean", "dot"))
@@ -62,7 +67,7 @@ def test_undersampling_reproduces_mteb_global_rng_sequence():
         ref_sel.append(chosen)
     ours, idx = [], None
     for _ in range(3):
-        chosen, idx = protocol.undersample(labels, 4, idx, 42)
+        chosen, idx = undersample(labels, 4, idx, 42)
         ours.append(chosen)
     assert ours == ref_sel
     assert ours[0] != ours[1]  # the experiments differ (the shuffle compounds)
@@ -75,11 +80,11 @@ def test_classification_is_deterministic_and_learns_separable_data():
     Xtr = np.stack([centers[int(y[1])] + r.normal(size=10) for y in ytr])
     yte = [f"c{i % 3}" for i in range(30)]
     Xte = np.stack([centers[int(y[1])] + r.normal(size=10) for y in yte])
-    a = protocol.classification_scores(Xtr, ytr, Xte, yte, samples_per_label=8)
-    b = protocol.classification_scores(Xtr, ytr, Xte, yte, samples_per_label=8)
+    a = classification_scores(Xtr, ytr, Xte, yte, samples_per_label=8)
+    b = classification_scores(Xtr, ytr, Xte, yte, samples_per_label=8)
     assert a["accuracy"] == b["accuracy"] > 0.9
     assert len(a["scores_per_experiment"]) == 10 and "ap" not in a
-    binary = protocol.classification_scores(Xtr[:60], [0, 1] * 30, Xte[:20], [0, 1] * 10, samples_per_label=4)
+    binary = classification_scores(Xtr[:60], [0, 1] * 30, Xte[:20], [0, 1] * 10, samples_per_label=4)
     assert "ap" in binary
 
 
@@ -97,9 +102,9 @@ def test_retrieval_ndcg_matches_a_hand_computation():
     doc_ids = [f"d{i}" for i in range(30)]
     qids = [f"q{i}" for i in range(4)]
     qrels = {"q0": {"d3": 1, "d7": 2}, "q1": {"d0": 1}, "q2": {"d29": 1, "d1": 1, "d2": 0}, "q3": {"d15": 1}}
-    hits = protocol.search(queries, corpus, top_k=1000)
+    hits = search(queries, corpus, top_k=1000)
     run = {q: {doc_ids[i]: s for i, s in h} for q, h in zip(qids, hits)}
-    m = protocol.retrieval_scores(run, qrels)
+    m = retrieval_scores(run, qrels)
     cn = corpus / np.linalg.norm(corpus, axis=1, keepdims=True)
     hand = []
     for qi, q in enumerate(qids):
@@ -124,7 +129,7 @@ def test_retrieval_ndcg_matches_a_hand_computation():
 def test_search_top_k_keeps_the_best():
     r = _rng(5)
     c, q = r.normal(size=(200, 4)), r.normal(size=(3, 4))
-    hits = protocol.search(q, c, top_k=10)
+    hits = search(q, c, top_k=10)
     cn = c / np.linalg.norm(c, axis=1, keepdims=True)
     for qi, h in enumerate(hits):
         sims = cn @ (q[qi] / np.linalg.norm(q[qi]))
@@ -137,7 +142,7 @@ def test_reranking_map_and_mrr():
     q = [np.array([1.0, 0.0]), np.array([0.0, 1.0])]
     c = [np.array([[0.9, 0.1], [0.1, 0.9], [0.7, 0.7]]), np.array([[1.0, 0.0], [0.2, 1.0]])]
     rel = [[False, True, True], [False, True]]
-    m = protocol.reranking_scores(q, c, rel)
+    m = reranking_scores(q, c, rel)
     ap0 = average_precision_score([0, 1, 1], (c[0] / np.linalg.norm(c[0], axis=1, keepdims=True)) @ q[0])
     assert m["map"] == pytest.approx((ap0 + 1.0) / 2)
     assert m["mrr_at_10"] == pytest.approx((0.5 + 1.0) / 2)
@@ -145,5 +150,5 @@ def test_reranking_map_and_mrr():
 
 def test_clustering_perfect_separation_gives_v_measure_1():
     emb = np.array([[0, 0], [0.1, 0], [10, 10], [10.1, 10], [-10, 10], [-10, 10.1]], dtype=float)
-    m = protocol.clustering_scores([(emb, ["a", "a", "b", "b", "c", "c"])])
+    m = clustering_scores([(emb, ["a", "a", "b", "b", "c", "c"])])
     assert m["v_measure"] == pytest.approx(1.0)

@@ -10,72 +10,21 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ..errors import InputError, SpeedError
-from . import protocol
 from .cache import EmbeddingCache
 from .encoder import Encoder, uses_instruction
+from .task_types import TASK_TYPES
 from .tasks import Task, load_tasks
 
 InstructionMode = Literal["auto", "on", "off"]
 
 
-def _instr(task: Task, on: bool) -> str | None:
-    return task.instruction if on and task.instruction else None
-
-
 def evaluate_task(encoder: Encoder, task: Task, instruction: bool) -> dict:
     """The metrics of one task (``main_score`` and ``metric`` included)."""
-    ins = _instr(task, instruction)
-    d = task.data
-    t0 = time.time()
-    if task.type == "sts":
-        e1, e2 = encoder.encode(d["sentence1"], ins), encoder.encode(d["sentence2"], ins)
-        m = protocol.sts_scores(e1, e2, d["score"], float(task.meta.get("min_score", 0)),
-                                float(task.meta.get("max_score", 5)))
-    elif task.type == "classification":
-        seed = int(task.meta.get("seed", 42))
-        # encode only the training rows the undersampled experiments use (as mteb does): the
-        # others never reach the classifier
-        rows = protocol.used_training_rows(d["train_label"], task.samples_per_label, task.n_experiments, seed)
-        te = encoder.encode(d["test_text"], ins)
-        used = encoder.encode([d["train_text"][i] for i in rows], ins)
-        tr = np.zeros((len(d["train_text"]), used.shape[1] if used.size else te.shape[1]), dtype=np.float32)
-        tr[rows] = used
-        m = protocol.classification_scores(tr, d["train_label"], te, d["test_label"],
-                                           samples_per_label=task.samples_per_label,
-                                           n_experiments=task.n_experiments,
-                                           seed=seed,
-                                           max_iter=int(task.meta.get("max_iter", 100)))
-        m["samples_per_label"] = task.samples_per_label
-    elif task.type == "pair_classification":
-        e1, e2 = encoder.encode(d["sentence1"], ins), encoder.encode(d["sentence2"], ins)
-        m = protocol.pair_classification_scores(e1, e2, d["label"])
-    elif task.type == "retrieval":
-        qids = [q for q in d["queries"] if q in d["qrels"]]  # mteb encodes only judged queries
-        doc_ids = list(d["corpus"])
-        docs = [(d["corpus"][i]["title"] + " " + d["corpus"][i]["text"]).strip() for i in doc_ids]
-        qe = encoder.encode([d["queries"][q] for q in qids], ins)
-        ce = encoder.encode(docs, None)  # documents never get the instruction
-        top_k = int(task.meta.get("top_k", 1000))
-        hits = protocol.search(qe, ce, top_k=top_k)
-        run = {q: {doc_ids[i]: s for i, s in h} for q, h in zip(qids, hits)}
-        m = protocol.retrieval_scores(run, d["qrels"], ignore_identical_ids=bool(task.meta.get("ignore_identical_ids")))
-    elif task.type == "reranking":
-        rows = d["instances"]
-        qe = encoder.encode([r["query"] for r in rows], ins)
-        flat = [t for r in rows for t in r["positive"] + r["negative"]]
-        fe = encoder.encode(flat, None)
-        cands, rel, pos = [], [], 0
-        for r in rows:
-            n = len(r["positive"]) + len(r["negative"])
-            cands.append(fe[pos:pos + n])
-            rel.append([True] * len(r["positive"]) + [False] * len(r["negative"]))
-            pos += n
-        m = protocol.reranking_scores(list(qe), cands, rel)
-    elif task.type == "clustering":
-        sets = [(encoder.encode(s["sentences"], ins), s["labels"]) for s in d["sets"]]
-        m = protocol.clustering_scores(sets, seed=int(task.meta.get("seed", 42)))
-    else:  # pragma: no cover - rejected by the reader
+    ins = task.instruction if instruction and task.instruction else None
+    if task.type not in TASK_TYPES:  # pragma: no cover - rejected by the reader
         raise InputError(f"{task.path / 'task.json'}: unknown task type {task.type!r}")
+    t0 = time.time()
+    m = TASK_TYPES[task.type]().evaluate(encoder, task, ins)
     metric = task.main_score
     if metric not in m:
         raise InputError(f"{task.path / 'task.json'}:1: main_score {metric!r} is not a metric of type {task.type} "
