@@ -323,7 +323,7 @@ def run_scaling(rows: Sequence[dict], base_model: str, out_dir: str | os.PathLik
     """Train and evaluate one embedder per size (skipping sizes in ``results.csv``), fit, plot."""
     from ..evaluate.runner import evaluate_model
     from ..evaluate.tasks import load_tasks
-    from ..io import atomic_write_text, stable_hash
+    from ..io import stable_hash
 
     settings = settings or TrainSettings()
     out = Path(out_dir)

@@ -17,6 +17,7 @@ is cached.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -96,39 +97,21 @@ def probe_command(engine: str, model: str, threads: int, binary: str | None) -> 
 
 def _run_server_probe(argv: list[str]) -> subprocess.Popen:
     """Start the server probe on a free port, ask it for a few tokens, and stop it."""
-    from .llama_server import _die_with_parent, _free_port, post_json
+    from .llama_server import _die_with_parent, _free_port, post_json, terminate, wait_healthy
 
     port = _free_port()
     argv = [str(port) if (i > 0 and argv[i - 1] == "--port") else a for i, a in enumerate(argv)]
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=_die_with_parent)
-    deadline = time.monotonic() + PROBE_TIMEOUT_S
     try:
-        import urllib.request
-
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except Exception:
-                time.sleep(0.2)
-        if proc.poll() is None:
-            try:
+        if wait_healthy(proc, url, PROBE_TIMEOUT_S):
+            with contextlib.suppress(Exception):  # a crash on the request shows in the exit status
                 post_json(url + "/completion", {"prompt": "The capital of France is", "n_predict": PROBE_TOKENS,
                                                 "temperature": 0.0}, timeout=PROBE_TIMEOUT_S)
-            except Exception:
-                pass
-            time.sleep(0.5)  # a crash on the request shows in the exit status
+            time.sleep(0.5)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
     return proc
 
 

@@ -185,26 +185,15 @@ class LlamaServer:
             raise ModelError(f"cannot start {self.spec.binary}: {exc.strerror}; {BUILD_HINT}") from None
         finally:
             fh.close()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                reason = log_reason(self.log_text())
-                raise ModelError(f"llama-server could not load {self.spec.label or self.spec.model}: it "
-                                 f"{describe_exit(self.proc.returncode)} at start: {reason} (log: {self.log_path})")
-            if self._healthy():
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ModelError(f"llama-server for {self.spec.label or self.spec.model} was not ready after "
-                                 f"{timeout_s:.0f} s (log: {self.log_path})")
-            time.sleep(0.2)
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                return r.status == 200
-        except (OSError, urllib.error.URLError, ValueError):
-            return False
+        if wait_healthy(self.proc, self.url, timeout_s):
+            return self
+        if self.proc.poll() is not None:
+            reason = log_reason(self.log_text())
+            raise ModelError(f"llama-server could not load {self.spec.label or self.spec.model}: it "
+                             f"{describe_exit(self.proc.returncode)} at start: {reason} (log: {self.log_path})")
+        self.stop()
+        raise ModelError(f"llama-server for {self.spec.label or self.spec.model} was not ready after "
+                         f"{timeout_s:.0f} s (log: {self.log_path})")
 
     def log_text(self, limit: int = 200_000) -> str:
         try:
@@ -223,15 +212,33 @@ class LlamaServer:
         return describe_exit(self.proc.returncode)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        p = self.proc
-        if p is None or p.poll() is not None:
-            return
-        p.terminate()
+        terminate(self.proc, timeout_s)
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> bool:
+    """Poll ``url``/health until it answers 200 (True), the process ends or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() <= deadline:
         try:
-            p.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=timeout_s)
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def terminate(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; nothing for a process that has ended."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)
 
 
 def acquire(spec: ServerSpec) -> LlamaServer:

@@ -9,9 +9,10 @@ the example-writing stages (seed, root, synthesize). Plus sampling settings and 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..configschema import check
+from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
 from ..prompts import example_schema, parse_example
 from ..records import Example, Rejection
 
@@ -52,10 +53,26 @@ def count_reason(counts: dict, key: str, reason: str) -> None:
     bucket[reason] = bucket.get(reason, 0) + 1
 
 
-def require_prompts(ctx, prompts: list, stats: dict, tasks: str = "tasks") -> None:
-    """No prompt could be planned (no brainstormed task of the kinds asked, no topic): a one-line error."""
+@dataclass
+class PlannedConfig(GenerationConfig):
+    """A stage that plans its own synthesis prompts: how many, in which kind proportions."""
+
+    count: int = 100
+    proportions: dict[str, float] = field(default_factory=lambda: dict(PAPER_PROPORTIONS))
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check(self.count >= 1, f"{where}.count", self.count, "must be >= 1")
+        check_proportions(self.proportions, f"{where}.proportions")
+
+
+def planned_prompts(ctx, stats: dict, tasks: str = "tasks") -> list:
+    """The stage's prompts, planned from the run's tasks and topics with its own salt (its name); none
+    (no brainstormed task of the kinds asked, no topic) is a one-line error."""
+    prompts = plan_prompts(ctx.seed, ctx.name, ctx.cfg.count, ctx.cfg.proportions, list(ctx.read_input(tasks)),
+                           list(ctx.read_input("sampled-topics")), stats)
     if prompts:
-        return
+        return prompts
     from ..errors import InputError
     from . import provider
 

@@ -8,35 +8,28 @@ candidate with its raw text and parse result (ok, fields or rejection reason).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..configschema import check
-from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
 from . import Stage
-from .generation import GenerationConfig, count_reason, generate_examples, llm_client, model_label, require_prompts
+from .generation import PlannedConfig, count_reason, generate_examples, llm_client, model_label, planned_prompts
 
 
 @dataclass
-class Config(GenerationConfig):
-    count: int = 100
+class Config(PlannedConfig):
     candidates_per_prompt: int = 5
-    proportions: dict[str, float] = field(default_factory=lambda: dict(PAPER_PROPORTIONS))
     shard_size: int = 8
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        check(self.count >= 1, f"{where}.count", self.count, "must be >= 1")
         check(self.candidates_per_prompt >= 2, f"{where}.candidates_per_prompt", self.candidates_per_prompt,
               "must be >= 2 (the judge compares candidates)")
-        check_proportions(self.proportions, f"{where}.proportions")
 
 
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
     plan_stats: dict = {}
-    prompts = plan_prompts(ctx.seed, ctx.name, cfg.count, cfg.proportions, list(ctx.read_input("tasks")),
-                           list(ctx.read_input("sampled-topics")), plan_stats)
-    require_prompts(ctx, prompts, plan_stats)
+    prompts = planned_prompts(ctx, plan_stats)
     model = model_label(ctx, "junior")
     by_prompt: dict[str, dict] = {}
     valid = 0

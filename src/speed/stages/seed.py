@@ -9,32 +9,21 @@ teacher's example as JSON), ``seed/examples.jsonl`` (the typed examples) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..configschema import check
-from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
 from . import Stage
-from .generation import (GenerationConfig, generate_examples, llm_client, model_label, require_prompts, sft_record,
-                         split_rows)
+from .generation import PlannedConfig, generate_examples, llm_client, model_label, planned_prompts, sft_record, split_rows
 
 
 @dataclass
-class Config(GenerationConfig):
-    count: int = 100
-    proportions: dict[str, float] = field(default_factory=lambda: dict(PAPER_PROPORTIONS))
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        check(self.count >= 1, f"{where}.count", self.count, "must be >= 1")
-        check_proportions(self.proportions, f"{where}.proportions")
+class Config(PlannedConfig):
+    pass
 
 
 def run(ctx) -> None:
     cfg: Config = ctx.cfg
     plan_stats: dict = {}
-    prompts = plan_prompts(ctx.seed, ctx.name, cfg.count, cfg.proportions, list(ctx.read_input("tasks")),
-                           list(ctx.read_input("sampled-topics")), plan_stats)
-    require_prompts(ctx, prompts, plan_stats)
+    prompts = planned_prompts(ctx, plan_stats)
     model = model_label(ctx, "teacher")
     rows = generate_examples(ctx, llm_client(ctx, "teacher"), prompts, cfg)
     examples, rejected = split_rows(ctx, rows, model)
