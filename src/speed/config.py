@@ -19,7 +19,6 @@ from .configschema import check, from_dict, to_dict
 from .errors import ConfigError
 
 ROLES = ("teacher", "junior", "senior", "revisor", "embedder", "reference_embedder")
-BACKENDS = ("llamacpp", "hf", "openai", "vllm", "sentence-transformers")
 
 
 @dataclass

@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -33,12 +32,6 @@ from .stages import STAGE_ORDER, declaration, is_implemented
 
 Overwrite = Literal["never", "only-missing", "always"]
 STAGE_FORMAT = 1  # bump to invalidate every stage's hash when record formats change
-
-
-@dataclass
-class Plan:
-    stages: list[str]
-    actions: dict[str, str]  # stage -> "run" | "skip" | "resume"
 
 
 def default_run_dir(config: SpeedConfig) -> Path:

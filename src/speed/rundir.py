@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import SpeedError
-from .io import atomic_write_json, atomic_write_jsonl, count_lines, read_jsonl, sha256_file, stable_hash
+from .io import atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file, stable_hash
 from .io import now as _now
 
 MANIFEST_FORMAT = 1
@@ -239,7 +239,3 @@ def output_intact(stage_dir: Path, outputs: dict) -> bool:
 def clear_stage_dir(path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
-
-
-def rows_in(path: Path) -> int:
-    return count_lines(path)

@@ -14,7 +14,6 @@ import hashlib
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -157,10 +156,6 @@ def _sha_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def stamp() -> float:
-    return time.time()
 
 
 def iter_unique(texts: Iterable[str]) -> list[str]:

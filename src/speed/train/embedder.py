@@ -36,7 +36,6 @@ from typing import Any
 
 from ..errors import InputError, ModelError, SpeedError
 
-DEFAULT_TEMPLATE = "Instruct: {task}\nQuery: {query}"
 INFO_FILE = "speed_embedder.json"
 
 

@@ -129,8 +129,3 @@ def error_text(exc: BaseException, limit: int = 300) -> str:
     """A one-line error description (type and message), never containing newlines."""
     msg = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {msg}"[:limit] if msg else type(exc).__name__
-
-
-def extra_sampler_options(options: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """The engine-specific sampler settings a reference sets in ``options`` (e.g. top_k, min_p)."""
-    return {k: options[k] for k in keys if k in options and options[k] is not None}
