@@ -1,11 +1,11 @@
-"""Raw model text -> a validated value, or a rejection with a reason code; never raises.
+"""Per-kind validation of model outputs: raw text -> a validated value, or a rejection with a reason code.
 
-Extraction tolerates code fences, prose around the JSON, trailing commas, a missing closing brace
-or bracket, single quotes and Python literals (``ast.literal_eval``). Every result keeps the raw
-text and the repairs that were needed. Validation is per kind: the kind's keys present, values
-non-empty strings, extra keys dropped (and listed), positive != negative, label !=
-misleading_label, S1/S2/S3 distinct. Length rules implied by the sampled attributes are checked
-and recorded in ``length_ok`` (never enforced).
+The JSON is found by ``json_repair.extract_json``; every result keeps the raw text and the repairs
+that were needed, and parsing never raises. An example is checked against its kind: the kind's
+keys present, values non-empty strings, extra keys dropped (and listed), then the kind's own rules
+in ``_KINDS`` (positive != negative, label != misleading_label, S1/S2/S3 distinct, ...). Length
+rules implied by the sampled attributes are checked and recorded in ``length_ok`` (never enforced).
+Brainstorm task lists, judge verdicts and revisions are parsed here too.
 
 Reason codes: no_json, invalid_json, not_an_object, not_a_list, missing_key, not_a_string,
 empty_value, placeholder_value, duplicate_key, positive_equals_negative, query_equals_document,
@@ -15,16 +15,13 @@ bad_revision.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
+from .json_repair import extract_json
 from .schemas import EXAMPLE_KEYS, canonical_kind
-
-MAX_CHARS = 200_000  # longer inputs are cut before parsing (the raw text is kept whole)
 
 
 @dataclass
@@ -46,217 +43,7 @@ class Parsed:
 
 
 # --------------------------------------------------------------------------------------------
-# extraction
-
-
-_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\r?\n?(.*?)(?:```|\Z)", re.S)
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-# small models' JSON slips, repaired in this order: ``\'`` (not a JSON escape), a missing comma
-# between a string value and the next "key": on a new line, a trailing comma
-_BAD_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\'")
-_MISSING_COMMA = re.compile(r'"([ \t]*\n\s*)("[^"\n]{1,80}"\s*:)')
-_TEXT_REPAIRS = (("bad_escape", _BAD_ESCAPE, r"\1'"), ("missing_comma", _MISSING_COMMA, r'",\1\2'),
-                 ("trailing_comma", _TRAILING_COMMA, r"\1"))
-
-
-def _strip_fences(text: str, repairs: list[str]) -> str:
-    if "```" not in text:
-        return text
-    blocks = [b for b in _FENCE.findall(text) if b.strip()]
-    if not blocks:
-        return text.replace("```", "")
-    repairs.append("code_fence")
-    # prefer a block that holds a JSON opener
-    for b in blocks:
-        if "{" in b or "[" in b:
-            return b
-    return blocks[0]
-
-
-def _scan(text: str, start: int) -> tuple[int | None, list[str], bool, list[tuple[int, list[str]]]]:
-    """From an opener at ``start``: the end index of its balanced close (or None), the open stack
-    at the end of the text, whether the text ended inside a string, and the last few commas
-    outside strings with the open stack at each (cut points for a truncated text)."""
-    stack: list[str] = []
-    commas: list[tuple[int, list[str]]] = []
-    quote: str | None = None
-    esc = False
-    pairs = {"{": "}", "[": "]"}
-    for i in range(start, len(text)):
-        c = text[i]
-        if quote:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == quote:
-                quote = None
-            continue
-        if c in "\"'":
-            # a single quote inside a word (don't, it's) is an apostrophe, not a string opener
-            if c == "'" and i > 0 and text[i - 1].isalnum():
-                continue
-            quote = c
-        elif c in pairs:
-            stack.append(pairs[c])
-        elif c == ",":
-            commas.append((i, list(stack)))
-            if len(commas) > 4:
-                commas.pop(0)
-        elif c in "}]":
-            if stack and stack[-1] == c:
-                stack.pop()
-                if not stack:
-                    return i, [], False, commas
-            else:
-                return None, [], False, commas  # mismatched closer: give up on balance
-    return None, stack, quote is not None, commas
-
-
-class _Obj(dict):
-    """A decoded JSON object that remembers which of its keys were repeated (a looping model)."""
-
-    dups: tuple[str, ...] = ()
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
-    obj = _Obj(pairs)
-    if len(obj) < len(pairs):
-        seen: set[str] = set()
-        obj.dups = tuple(sorted({k for k, _ in pairs if k in seen or seen.add(k)}))
-    return obj
-
-
-def _json(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_pairs)
-
-
-def _loads(candidate: str, repairs: list[str]) -> tuple[bool, Any]:
-    try:
-        return True, _json(candidate)
-    except (ValueError, RecursionError):
-        pass
-    fixed, done = candidate, []
-    for name, pattern, repl in _TEXT_REPAIRS:  # cumulative: a text may need several
-        out = pattern.sub(repl, fixed)
-        if out == fixed:
-            continue
-        fixed = out
-        done.append(name)
-        try:
-            val = _json(fixed)
-            repairs.extend(done)
-            return True, val
-        except (ValueError, RecursionError):
-            pass
-    for lit in _python_variants(fixed):
-        try:
-            with warnings.catch_warnings():  # odd escapes in model text are not our warnings
-                warnings.simplefilter("ignore")
-                val = ast.literal_eval(lit.strip())
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            continue
-        if isinstance(val, (dict, list, tuple)):
-            repairs.append("python_literal")
-            return True, _jsonable(val)
-    return False, None
-
-
-def _python_variants(text: str) -> list[str]:
-    out = [text]
-    lit = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", text)))
-    if lit != text:
-        out.append(lit)
-    return out
-
-
-def _jsonable(val: Any) -> Any:
-    if isinstance(val, tuple):
-        val = list(val)
-    if isinstance(val, list):
-        return [_jsonable(v) for v in val]
-    if isinstance(val, dict):
-        return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in val.items()}
-    if isinstance(val, (set, frozenset, bytes, complex)):
-        return str(val)
-    return val
-
-
-def _truncated_candidates(frag: str, stack: list[str], in_string: bool,
-                          commas: list[tuple[int, list[str]]], start: int) -> list[str]:
-    """Ways to complete a truncated JSON text: close it as is, or cut back to a recent comma."""
-    out = [frag + ('"' if in_string else "") + "".join(reversed(stack))]
-    for pos, st in reversed(commas):
-        out.append(frag[:pos - start] + "".join(reversed(st)))
-    return out
-
-
-def _candidates(body: str, opener: str):
-    """Parsed values for successive occurrences of ``opener``: (position, value, repairs)."""
-    start = body.find(opener)
-    tries = 0
-    while start >= 0 and tries < 6:
-        tries += 1
-        end, stack, in_string, commas = _scan(body, start)
-        r: list[str] = []
-        if end is not None:
-            if start > 0 or body[end + 1:].strip():
-                r.append("surrounding_text")
-            ok, val = _loads(body[start:end + 1], r)
-            if ok:
-                yield start, val, r
-        elif stack:
-            frag = body[start:].rstrip()
-            for k, cand in enumerate(_truncated_candidates(frag, stack, in_string, commas, start)):
-                r2 = (["surrounding_text"] if start > 0 else [])
-                ok, val = _loads(cand, r2)
-                if ok:
-                    # closed_string: the last value was cut mid-string and kept; cut_member: dropped
-                    extra = ["closed_string"] if (k == 0 and in_string) else (["cut_member"] if k else [])
-                    yield start, val, r2 + ["closed_brackets"] + extra
-                    break
-        start = body.find(opener, start + 1)
-
-
-def _wanted(val: Any, want: str) -> bool:
-    if want == "object":
-        return isinstance(val, dict) or (isinstance(val, list) and bool(val) and isinstance(val[0], dict))
-    return isinstance(val, list) or (isinstance(val, dict) and any(isinstance(v, list) for v in val.values()))
-
-
-def extract_json(text: str, want: str = "object") -> tuple[Any, str | None, str, list[str]]:
-    """Find the JSON value in ``text``: (value, reason, detail, repairs).
-
-    ``want`` ("object" or "list") picks, among the values found, the first of the wanted shape
-    (else the first value). reason is None on success, else "no_json" (no '{' or '[' at all) or
-    "invalid_json".
-    """
-    repairs: list[str] = []
-    if not isinstance(text, str):
-        return None, "no_json", f"not a string: {type(text).__name__}", repairs
-    body = _strip_fences(text[:MAX_CHARS], repairs)
-    if "{" not in body and "[" not in body:
-        return None, "no_json", "no '{' or '[' in the output", repairs
-    found = []
-    for opener in "{[":
-        for pos, val, r in _candidates(body, opener):
-            found.append((pos, val, r))
-            if _wanted(val, want):
-                break
-    if not found:
-        i = min(p for p in (body.find("{"), body.find("[")) if p >= 0)
-        snippet = " ".join(body[i:i + 60].split())
-        return None, "invalid_json", f"cannot parse JSON starting at {snippet!r}", repairs
-    found.sort(key=lambda f: f[0])
-    for pos, val, r in found:
-        if _wanted(val, want):
-            return val, None, "", repairs + r
-    pos, val, r = found[0]
-    return val, None, "", repairs + r
-
-
-# --------------------------------------------------------------------------------------------
-# validation helpers
+# validation helpers, and each kind's rules (kind -> _Rules)
 
 _PLACEHOLDER = re.compile(r"^\s*(?:\.{2,}|…|<[^<>]{0,40}>|\{[^{}]{0,40}\}|\[[^\[\]]{0,40}\]|n/?a|none|null|"
                           r"string|a string|text|todo|tbd|xxx+|your [a-z _]+ here)\s*$", re.I)
@@ -290,41 +77,39 @@ def _length_ok(text: str, spec: str) -> bool | None:
     rule = _length_rule(spec)
     if rule is None:
         return None
-    n = word_count(text)
-    op, a, b = rule
-    if op == "range":
-        return a <= n <= (b if b is not None else a)
-    if op == "lt":
-        return n < a
-    if op == "le":
-        return n <= a
-    return n >= a
+    n, (op, a, b) = word_count(text), rule
+    return {"range": a <= n <= (b if b is not None else a), "lt": n < a, "le": n <= a}.get(op, n >= a)
+
+
+class _Rules(NamedTuple):
+    checks: tuple[tuple[str, str, Callable[[dict[str, str]], bool]], ...]  # (reason, detail, rejects(example))
+    lengths: Callable[[dict[str, Any]], dict[str, Any]]  # sampled attributes -> {key: length spec or None}
+
+
+_SAME_INPUT = (("input_equals_positive", "input and positive_document are the same",
+                lambda e: _norm(e["input"]) == _norm(e["positive_document"])),)
+_KINDS: dict[str, _Rules] = {  # kind -> its rules, checked in order after the generic ones
+    "retrieval": _Rules((("positive_equals_negative", "positive and hard negative are the same",
+                          lambda e: _norm(e["positive_document"]) == _norm(e["hard_negative_document"])),
+                         ("query_equals_document", "the query repeats a document",
+                          lambda e: _norm(e["user_query"]) in (_norm(e["positive_document"]),
+                                                               _norm(e["hard_negative_document"])))),
+                        lambda a: {"user_query": a.get("query_length"), "positive_document": a.get("num_words"),
+                                   "hard_negative_document": a.get("num_words")}),
+    "classification": _Rules((("bad_label", "label equals misleading_label",
+                               lambda e: _norm(e["label"]) == _norm(e["misleading_label"])),),
+                             lambda a: {"input_text": a.get("num_words")}),
+    "sts": _Rules((("duplicate_sentences", "S1, S2 and S3 are not all different",
+                    lambda e: len({_norm(e[k]) for k in ("S1", "S2", "S3")}) < 3),), lambda a: {}),
+    "short-short": _Rules(_SAME_INPUT, lambda a: dict.fromkeys(("input", "positive_document"), "at most 40")),
+    "long-long": _Rules(_SAME_INPUT, lambda a: dict.fromkeys(("input", "positive_document"), "at least 300")),
+}
 
 
 def _lengths(kind: str, ex: dict[str, str], attributes: dict[str, Any] | None) -> dict[str, bool]:
-    attrs = attributes or {}
-    out: dict[str, bool] = {}
-
-    def put(key: str, spec: Any) -> None:
-        if spec is None:
-            return
-        ok = _length_ok(ex[key], str(spec))
-        if ok is not None:
-            out[key] = ok
-
-    if kind == "retrieval":
-        put("user_query", attrs.get("query_length"))
-        put("positive_document", attrs.get("num_words"))
-        put("hard_negative_document", attrs.get("num_words"))
-    elif kind == "classification":
-        put("input_text", attrs.get("num_words"))
-    elif kind == "long-long":
-        put("input", "at least 300")
-        put("positive_document", "at least 300")
-    elif kind == "short-short":
-        put("input", "at most 40")
-        put("positive_document", "at most 40")
-    return out
+    specs = _KINDS[kind].lengths(attributes or {})
+    checked = {k: _length_ok(ex[k], str(spec)) for k, spec in specs.items() if spec is not None}
+    return {k: ok for k, ok in checked.items() if ok is not None}
 
 
 def _reject(raw: str, reason: str, detail: str, repairs: list[str], **kw: Any) -> Parsed:
@@ -365,22 +150,9 @@ def validate_example(kind: str, obj: Any, raw: str = "", attributes: dict[str, A
         if _PLACEHOLDER.match(v) or _norm(v) == _norm(k) or _norm(v).replace(" ", "_") == k.lower():
             return _reject(raw, "placeholder_value", f"{k} = {v.strip()[:40]!r}", repairs, dropped_keys=dropped)
         ex[k] = v.strip()
-    kw = {"dropped_keys": dropped}
-    if kind == "retrieval":
-        if _norm(ex["positive_document"]) == _norm(ex["hard_negative_document"]):
-            return _reject(raw, "positive_equals_negative", "positive and hard negative are the same", repairs, **kw)
-        if _norm(ex["user_query"]) in (_norm(ex["positive_document"]), _norm(ex["hard_negative_document"])):
-            return _reject(raw, "query_equals_document", "the query repeats a document", repairs, **kw)
-    elif kind == "classification":
-        if _norm(ex["label"]) == _norm(ex["misleading_label"]):
-            return _reject(raw, "bad_label", "label equals misleading_label", repairs, **kw)
-    elif kind == "sts":
-        s = [_norm(ex[k]) for k in ("S1", "S2", "S3")]
-        if len(set(s)) < 3:
-            return _reject(raw, "duplicate_sentences", "S1, S2 and S3 are not all different", repairs, **kw)
-    else:
-        if _norm(ex["input"]) == _norm(ex["positive_document"]):
-            return _reject(raw, "input_equals_positive", "input and positive_document are the same", repairs, **kw)
+    for reason, detail, rejects in _KINDS[kind].checks:
+        if rejects(ex):
+            return _reject(raw, reason, detail, repairs, dropped_keys=dropped)
     return Parsed(ok=True, raw=raw, value=ex, repairs=repairs, dropped_keys=dropped,
                   length_ok=_lengths(kind, ex, attributes))
 
