@@ -67,9 +67,9 @@ def _rows(n):
 def test_run_scaling_csv_rerun_and_plot(tmp_path):
     calls = []
 
-    def fake_train(base, rows, out_dir, settings):
+    def fake_train(base, rows, out_dir, cfg, seed, instruction):
         calls.append(len(rows))
-        return "all-minilm-l6-v2"  # the base model stands in for the trained one (the fit is what's tested)
+        return {"model": "all-minilm-l6-v2"}  # the base model stands in for the trained one (the fit is what's tested)
 
     kw = dict(task_dirs=[FIX / "valid" / "TinySTS"], cache_dir=tmp_path / "cache", n_boot=20, target=0.95,
               trainer=fake_train, log=lambda m: None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from speed.config import build_config
+from speed.config import ModelRef, build_config
 from speed.io import atomic_write_jsonl
 from speed.rundir import RunDir, StageContext
 
@@ -143,7 +143,18 @@ def test_encoder_trains_on_banking77_and_loads(tmp_path, shared_eval):
     assert not _contains(d_ids, instr) and not _contains(d_ids, task_ids[:5])
 
 
-def test_encoder_default_has_no_instruction(tmp_path):
+@pytest.fixture
+def one_trainer(monkeypatch):
+    """Every call of the one entry point, ``speed.train.embedder.train_embedder``: (base model, summary)."""
+    import speed.train.embedder as trainer
+
+    calls, real = [], trainer.train_embedder
+    monkeypatch.setattr(trainer, "train_embedder",
+                        lambda base, *a, **kw: calls.append((base, real(base, *a, **kw))) or calls[-1][1])
+    return calls
+
+
+def test_encoder_default_has_no_instruction(tmp_path, one_trainer):
     """all-MiniLM-L6-v2 was not trained with instructions: instruction null -> off; one step suffices."""
     from speed.stages import train_embedder
 
@@ -155,12 +166,55 @@ def test_encoder_default_has_no_instruction(tmp_path):
     assert ctx.artifacts["model"]["instruction"] is False and ctx.artifacts["model"]["template"] is None
     info = json.loads((ctx.dir / "model" / "speed_embedder.json").read_text())
     assert info["instruction"] is False and ctx.counts["steps"] == 1
+    assert [(base, s["lora"]) for base, s in one_trainer] == [("all-minilm-l6-v2", False)]  # no LoRA: an encoder
+
+
+SAIL = [{"kind": "retrieval", "task": "Retrieve a sailing guide", "query": f"how do I trim a sail in wind {i}",
+         "positive": f"Sail trim guide {i}: ease the sheet", "negative": f"A recipe for bread {i}"} for i in range(4)]
+TINY_STS = str(Path(__file__).parent / "fixtures" / "eval" / "valid" / "TinySTS")
+
+
+def _saved_decoder(folder: Path):
+    """A saved decoder embedder: last-token pooling, LoRA merged (no adapter left), EOS ends every text."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    assert "lasttoken" in str(model) and not (folder / "adapter_config.json").exists()
+    feats = model.preprocess(["hello world", "a much longer sentence than the first one"])
+    for ids, mask in zip(feats["input_ids"], feats["attention_mask"]):
+        assert ids[int(mask.sum()) - 1].item() == model.tokenizer.eos_token_id  # its state is the embedding
+    return model
+
+
+@pytest.mark.parametrize("path", ["speed scaling", "speed compare --downstream"])
+def test_scaling_and_compare_train_a_decoder_as_the_stage_does(tmp_path, one_trainer, path):
+    """The one trainer, as the stage trains a decoder: LoRA on 30 x 7 layers, merged; EOS appended; last token."""
+    from speed.analysis.compare import CompareSettings, Variant, _downstream
+    from speed.analysis.scaling import run_scaling
+    from speed.stages.train_embedder import Config
+
+    if path == "speed scaling":
+        run_scaling(SAIL, "smollm2-135m-instruct", tmp_path, [4], task_dirs=[TINY_STS], n_boot=5, keep_models=True,
+                    train_config=Config(max_steps=1, batch_size=4, max_length=24), cache_dir=str(tmp_path / "c"))
+    else:
+        rows = [{"variant": "v", "prompt_id": f"p{i}", "kind": r["kind"], "task": r["task"], "topic": "Sailing",
+                 "attributes": {}, "length_ok": {}, "valid": True,
+                 "fields": {"user_query": r["query"], "positive_document": r["positive"],
+                            "hard_negative_document": r["negative"]}} for i, r in enumerate(SAIL)]
+        settings = CompareSettings(reference_embedder="smollm2-135m-instruct", downstream_tasks=[TINY_STS])
+        res = _downstream(Variant("v", ModelRef(model="smollm2-135m-instruct")), rows, settings, tmp_path)
+        assert res["examples"] == 4 and set(res["scores"]) == {"TinySTS"}
+    [(base, summary)] = one_trainer
+    assert base == "smollm2-135m-instruct" and summary["lora"] and summary["lora_layers_merged"] == 30 * 7
+    folder = Path(summary["model"])
+    info = json.loads((folder / "speed_embedder.json").read_text())
+    assert info["family"] == "decoder" and info["eos_appended"] and info["instruction"] is True
+    _saved_decoder(folder)
 
 
 @pytest.mark.slow
 def test_decoder_embedder_lora_eos_last_token(tmp_path, shared_eval):
     import torch
-    from sentence_transformers import SentenceTransformer
 
     from speed.stages import train_embedder
 
@@ -171,12 +225,7 @@ def test_decoder_embedder_lora_eos_last_token(tmp_path, shared_eval):
     c = ctx.counts
     assert c["lora"] and c["lora_layers_merged"] == 30 * 7 and math.isfinite(c["final_loss"])
     assert ctx.artifacts["model"]["family"] == "decoder" and ctx.artifacts["model"]["instruction"] is True
-    model = SentenceTransformer(str(ctx.dir / "model"), device="cpu")
-    assert "lasttoken" in str(model) and not (ctx.dir / "model" / "adapter_config.json").exists()
-    eos = model.tokenizer.eos_token_id
-    feats = model.preprocess(["hello world", "a much longer sentence than the first one"])
-    for ids, mask in zip(feats["input_ids"], feats["attention_mask"]):
-        assert ids[int(mask.sum()) - 1].item() == eos  # EOS ends every text; its state is the embedding
+    model = _saved_decoder(ctx.dir / "model")  # last-token pooling, no adapter left, EOS ends every text
     emb = model.encode(["hello world"], convert_to_tensor=True)
     assert emb.shape == (1, 576) and torch.isclose(emb.norm(), torch.tensor(1.0), atol=1e-4)
     # the LoRA update is merged into the saved weights: they differ from the base model's

@@ -93,10 +93,13 @@ def _run_inputs(target: str, run_dir: str | None):
 
 
 def cmd_scaling(args) -> int:
-    from .analysis.scaling import TrainSettings, doubling_sizes, run_scaling
-    from .io import read_jsonl
+    from dataclasses import replace
 
+    from .analysis.scaling import doubling_sizes, run_scaling
     from .config import ScalingConfig
+    from .io import read_jsonl
+    from .stages import trainer_of
+    from .stages.train_embedder import Config
 
     rd, model, cfg = _run_inputs(args.target, args.run_dir)
     model = args.model or model
@@ -122,13 +125,16 @@ def cmd_scaling(args) -> int:
     target_score = args.target_score if args.target_score is not None else sc.target_score
     if len(sizes) < 3:
         _stderr(f"speed: warning: {len(sizes)} sizes; the saturating law needs at least 3")
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                             instruction=args.instruction == "on", seed=args.seed,
-                             max_seq_length=args.max_seq_length)
+    over = dict(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, max_length=args.max_seq_length)
+    stage = trainer_of("embedder").name
+    train_cfg = replace(cfg.stage(stage) if cfg is not None else Config(), **{k: v for k, v in over.items() if v is not None})
+    train_cfg.validate(stage)
+    role = cfg.models.get("embedder") if cfg is not None and not args.model else None
+    instruction = {"on": True, "off": False}.get(args.instruction, role.instruction if role else None)
     out = Path(args.out) if args.out else rd / "scaling"
-    doc = run_scaling(rows, model, out, sizes, task_dirs=args.tasks or None, settings=settings, target=target_score,
-                      n_boot=args.boot, cache_dir=args.cache_dir, keep_models=args.keep_models,
-                      log=_stderr)
+    doc = run_scaling(rows, model, out, sizes, task_dirs=args.tasks or None, train_config=train_cfg, seed=args.seed,
+                      instruction=instruction, target=target_score, n_boot=args.boot, cache_dir=args.cache_dir,
+                      keep_models=args.keep_models, log=_stderr)
     if args.json:
         _print_json({k: v for k, v in doc.items()})
         return 0
@@ -189,12 +195,12 @@ def add_parsers(sub) -> None:
     s.add_argument("--tasks", nargs="+", metavar="DIR", help="task folders (default: the built-ins)")
     s.add_argument("--target-score", type=float, default=None,
                    help="predict the data size that reaches this score (default scaling.target_score)")
-    default = " (default: the train-embedder stage's, by model family)"
+    default = " (default: the run's train-embedder setting, else the stage's by model family)"
     s.add_argument("--epochs", type=float, default=None, help="training epochs" + default)
     s.add_argument("--batch-size", type=int, default=None, help="batch size" + default)
     s.add_argument("--lr", type=float, default=None, help="learning rate" + default)
     s.add_argument("--max-seq-length", type=int, default=None, help="max tokens per text" + default)
-    s.add_argument("--instruction", choices=("on", "off"), default="off")
+    s.add_argument("--instruction", choices=("auto", "on", "off"), default="auto", help="auto: the role's, by family")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--boot", type=int, default=500, help="bootstrap resamples for the confidence intervals")
     s.add_argument("--cache-dir", default=None)

@@ -289,15 +289,16 @@ def run_compare(variants: Sequence[Variant], prompts, out_dir: str | os.PathLike
 
 def _downstream(v: Variant, rows, settings: CompareSettings, out: Path) -> dict | None:
     from ..evaluate.runner import evaluate_model
-    from .scaling import TrainSettings, train_embedder_subset
+    from ..stages.train_embedder import Config
+    from ..train.embedder import train_embedder
 
     data = [{"query": _example(r).query, "positive": _example(r).positive, "negative": _example(r).negative,
-             "task": r["task"]} for r in rows if r["valid"]]
+             "task": r["task"], "kind": r["kind"]} for r in rows if r["valid"]]
     if not data:
         return None
-    path = train_embedder_subset(settings.reference_embedder, data, out / "models" / _safe(v.name),
-                                 TrainSettings(epochs=settings.downstream_epochs, seed=settings.seed))
-    res = evaluate_model(path, settings.downstream_tasks or None, instruction="off")
+    trained = train_embedder(settings.reference_embedder, data, out / "models" / _safe(v.name),
+                             Config(epochs=settings.downstream_epochs), settings.seed)
+    res = evaluate_model(trained["model"], settings.downstream_tasks or None)  # instruction: as trained
     return {"average": res["average"], "scores": {k: r["main_score"] for k, r in res["results"].items()},
             "examples": len(data)}
 

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -253,35 +253,6 @@ def plot_fit(doc: dict) -> bytes:
                         target=doc.get("target"))
 
 
-# -- training on nested subsets ----------------------------------------------------------------------
-@dataclass
-class TrainSettings:
-    """What ``speed scaling`` sets of the pipeline's embedder training (None: the train-embedder
-    stage's default for the model's family)."""
-
-    epochs: float | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    warmup_ratio: float | None = None
-    max_seq_length: int | None = None
-    instruction: bool = False
-    seed: int = 0
-
-    def key(self) -> dict:
-        return dict(self.__dict__, trainer="speed.train.embedder")
-
-
-def train_embedder_subset(base_model: str, rows: Sequence[dict], out_dir: Path, settings: TrainSettings) -> str:
-    """One embedder on ``rows`` with the pipeline's trainer (``speed.train.embedder``, through the
-    train-embedder stage's ``train_on_rows``); returns the saved model folder."""
-    from ..stages.train_embedder import train_on_rows
-
-    overrides = {k: v for k, v in (("epochs", settings.epochs), ("batch_size", settings.batch_size),
-                                   ("learning_rate", settings.learning_rate), ("warmup", settings.warmup_ratio),
-                                   ("max_length", settings.max_seq_length)) if v is not None}
-    return train_on_rows(base_model, rows, out_dir, seed=settings.seed, instruction=settings.instruction, **overrides)
-
-
 # -- the experiment ----------------------------------------------------------------------------------
 CSV_FIELDS = ("size", "score", "metric", "settings", "train_seconds", "eval_seconds", "tasks", "scores")
 
@@ -316,16 +287,19 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def run_scaling(rows: Sequence[dict], base_model: str, out_dir: str | os.PathLike, sizes: Sequence[int],
-                task_dirs: Sequence[str] | None = None, settings: TrainSettings | None = None,
-                target: float | None = None, n_boot: int = 1000, cache_dir: str | None = None,
-                keep_models: bool = False, log: Callable[[str], None] = print,
+                task_dirs: Sequence[str] | None = None, train_config=None, seed: int = 0,
+                instruction: bool | None = None, target: float | None = None, n_boot: int = 1000,
+                cache_dir: str | None = None, keep_models: bool = False, log: Callable[[str], None] = print,
                 trainer: Callable | None = None) -> dict:
-    """Train and evaluate one embedder per size (skipping sizes in ``results.csv``), fit, plot."""
+    """Train (``trainer`` or the pipeline's ``train.embedder.train_embedder`` with the train-embedder stage's
+    Config ``train_config``) and evaluate one embedder per size (skipping sizes in ``results.csv``), fit, plot."""
     from ..evaluate.runner import evaluate_model
     from ..evaluate.tasks import load_tasks
     from ..io import stable_hash
+    from ..stages.train_embedder import Config
+    from ..train import embedder
 
-    settings = settings or TrainSettings()
+    cfg = train_config or Config()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = load_tasks(task_dirs or None)
@@ -336,12 +310,13 @@ def run_scaling(rows: Sequence[dict], base_model: str, out_dir: str | os.PathLik
     too_big = [s for s in sizes if s > len(rows) or s < 1]
     if too_big:
         raise InputError(f"sizes {too_big} are outside 1..{len(rows)} (the number of final examples)")
-    order = np.random.default_rng(settings.seed).permutation(len(rows))
-    skey = stable_hash({"base": base_model, "train": settings.key(), "tasks": sorted(t.name for t in tasks),
+    order = np.random.default_rng(seed).permutation(len(rows))
+    skey = stable_hash({"base": base_model, "train": dict(asdict(cfg), seed=seed, instruction=instruction),
+                        "tasks": sorted(t.name for t in tasks),
                         "data": stable_hash([rows[i].get("id") or rows[i].get("query") for i in order])})[:16]
     csv_path = out / "results.csv"
     done = {int(r["size"]): r for r in read_csv(csv_path) if r.get("settings") == skey}
-    train_fn = trainer or train_embedder_subset
+    train_fn = trainer or embedder.train_embedder
     for n in sizes:
         if n in done:
             log(f"[scaling] size {n}: done before (score {float(done[n]['score']):.4f}), skipped")
@@ -350,10 +325,9 @@ def run_scaling(rows: Sequence[dict], base_model: str, out_dir: str | os.PathLik
         mdir = out / "models" / f"n{n:07d}"
         t0 = time.time()
         log(f"[scaling] size {n}: training ...")
-        path = train_fn(base_model, subset, mdir, settings)
-        t1 = time.time()
-        res = evaluate_model(str(path), tasks=tasks, instruction="on" if settings.instruction else "off",
-                             cache_dir=cache_dir)
+        path = train_fn(base_model, subset, mdir, cfg, seed, instruction)["model"]
+        t1 = time.time()  # evaluated with the instruction it was trained with (its speed_embedder.json)
+        res = evaluate_model(str(path), tasks=tasks, configured_instruction=instruction, cache_dir=cache_dir)
         t2 = time.time()
         row = {"size": n, "score": f"{res['average']:.6f}", "metric": "average main score", "settings": skey,
                "train_seconds": f"{t1 - t0:.1f}", "eval_seconds": f"{t2 - t1:.1f}",

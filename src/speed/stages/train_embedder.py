@@ -83,43 +83,33 @@ class Config:
         for i, k in enumerate(self.kinds):
             check(k in TASK_KINDS, f"{where}.kinds[{i}]", k, "one of " + ", ".join(TASK_KINDS))
 
+    def hyperparameters(self, family: str) -> dict:
+        """The trainer's settings: these keys, a None one taking its profile's value for ``family``."""
+        from ..train.common import world_size
 
-def hyperparameters(cfg: Config, family: str) -> dict:
-    from ..train.common import world_size
-
-    prof = PROFILES[cfg.profile]
-    hp = {k: getattr(cfg, k) for k in Config.__dataclass_fields__}
-    for key, value in prof.items():
-        if hp.get(key) is None:
-            hp[key] = value[family] if isinstance(value, dict) else value
-    hp["kinds"] = list(cfg.kinds) or None
-    hp["global_batch_size"] = hp["batch_size"]
-    hp["batch_size"] = max(1, hp["batch_size"] // world_size())  # per device
-    return hp
+        hp = {k: getattr(self, k) for k in Config.__dataclass_fields__}
+        for key, value in PROFILES[self.profile].items():
+            if hp.get(key) is None:
+                hp[key] = value[family] if isinstance(value, dict) else value
+        hp["kinds"] = list(self.kinds) or None
+        hp["global_batch_size"] = hp["batch_size"]
+        hp["batch_size"] = max(1, hp["batch_size"] // world_size())  # per device
+        return hp
 
 
 def run(ctx) -> None:
-    from ..models import resolve_model
-    from ..train.common import is_main_process, set_threads
-    from ..train.embedder import detect_family, instruction_on, train_embedder
+    from ..errors import InputError
+    from ..train.common import is_main_process
+    from ..train.embedder import train_embedder
 
-    cfg: Config = ctx.cfg
     ref = ctx.config.model("embedder")
-    path = resolve_model(ref.model, want="embedder")
-    family = detect_family(path) if cfg.family == "auto" else cfg.family
-    hp = hyperparameters(cfg, family)
-    set_threads(hp["threads"])
-    instruction = instruction_on(ref.instruction, family)
     rows = list(ctx.read_input("training-data"))
     if not rows:
-        from ..errors import InputError
-
         raise InputError(f"{ctx.input_path('training-data')}: no training rows (export kept none; "
                          "its DATACARD.md funnel shows where they went)")
-    summary = train_embedder(ctx.dir, ctx.seed, hp, path, family, instruction, cfg.query_template, rows)
-    history = summary.pop("history")
-    ctx.counts.update(summary)
-    ctx.counts["hyperparameters"] = hp
+    summary = train_embedder(ref.model, rows, ctx.dir, ctx.cfg, ctx.seed, ref.instruction)
+    history, family, instruction, _ = (summary.pop(k) for k in ("history", "family", "instruction", "model"))
+    ctx.counts.update(summary)  # hyperparameters last
     if is_main_process():
         ctx.register_output("train_log.jsonl", rows=len(history))
         for name in ("modules.json", "speed_embedder.json"):
@@ -127,30 +117,9 @@ def run(ctx) -> None:
         for weights in sorted((ctx.dir / "model").glob("*.safetensors")):
             ctx.register_output(f"model/{weights.name}")
     ctx.artifacts["model"] = {"path": "model", "instruction": instruction,
-                              "template": cfg.query_template if instruction else None,
+                              "template": ctx.cfg.query_template if instruction else None,
                               "family": family, "base": ref.model}
 
 
 STAGE = Stage("train-embedder", Config, run, needs=("training-data",), trains="embedder", roles=("embedder",))
 
-
-def train_on_rows(base_model: str, rows: list[dict], out, seed: int = 0, instruction: bool | None = None,
-                  **overrides) -> str:
-    """This stage's training outside a run (``speed scaling``, ``speed compare --downstream``): the
-    same defaults, hyper-parameters, loss, temperature, and EOS + last-token pooling and LoRA for a
-    decoder, on ``rows`` into ``out/model`` (returned). ``overrides``: keys of ``Config``."""
-    from pathlib import Path
-
-    from ..models import resolve_model
-    from ..train.common import set_threads
-    from ..train.embedder import detect_family, instruction_on, train_embedder
-
-    cfg = Config(**overrides)
-    cfg.validate(STAGE.name)
-    path = resolve_model(base_model, want="embedder")
-    family = detect_family(path) if cfg.family == "auto" else cfg.family
-    hp = hyperparameters(cfg, family)
-    set_threads(hp["threads"])
-    train_embedder(Path(out), seed, hp, path, family, instruction_on(instruction, family), cfg.query_template,
-                   list(rows))
-    return str(Path(out) / "model")

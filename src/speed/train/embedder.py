@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -223,20 +224,28 @@ def make_loss(model, kind: str, temperature: float, mini_batch_size: int, gather
     return losses.MultipleNegativesRankingLoss(model, scale=scale, gather_across_devices=gather)
 
 
-def train_embedder(out: Path, seed: int, hp: dict[str, Any], model_path: str, family: str, instruction: bool,
-                   template: str | None, rows: list[dict]) -> dict[str, Any]:
-    """The one embedder trainer (the train-embedder stage, ``speed scaling``, ``speed compare
-    --downstream``): train on exported ``rows``, save ``out/model`` (rank 0); the summary of the run."""
-    from sentence_transformers import SentenceTransformerTrainingArguments
+def train_embedder(base_model: str, rows: list[dict], out: str | os.PathLike, cfg, seed: int = 0,
+                   instruction: bool | None = None) -> dict[str, Any]:
+    """The one embedder trainer (train-embedder stage, ``speed scaling``, ``speed compare --downstream``):
+    ``base_model`` on exported ``rows`` with the stage's Config ``cfg`` and ``instruction`` (None: by family)
+    into ``out/model`` (rank 0); the run's summary, with model, family, instruction, hyperparameters, history."""
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
     from transformers import set_seed
 
-    from .common import (EXTRA_CALLBACKS, is_main_process, last_checkpoint, precision_flags, torch_dtype,
-                         world_size)
+    from ..io import atomic_write_jsonl
+    from ..models import resolve_model
+    from .common import (EXTRA_CALLBACKS, barrier, is_main_process, last_checkpoint, precision_flags, set_threads,
+                         torch_dtype, world_size)
 
+    out, model_path = Path(out), resolve_model(base_model, want="embedder")
+    family = detect_family(model_path) if cfg.family == "auto" else cfg.family
+    hp, instruction = cfg.hyperparameters(family), instruction_on(instruction, family)
+    template = cfg.query_template if instruction else None
+    set_threads(hp["threads"])
     if hp["max_examples"] is not None and len(rows) > hp["max_examples"]:
         rows = random.Random(seed).sample(rows, hp["max_examples"])
-    triplets, pairs, data_counts = build_rows(rows, template if instruction else None, hp["kinds"])
+    triplets, pairs, data_counts = build_rows(rows, template, hp["kinds"])
     dataset = train_dataset(triplets, pairs)
     set_seed(seed)
     model = load_embedder(model_path, family, hp["max_length"], hp["dtype"])
@@ -259,8 +268,7 @@ def train_embedder(out: Path, seed: int, hp: dict[str, Any], model_path: str, fa
         gradient_checkpointing=bool(hp["gradient_checkpointing"]), use_cpu=not _cuda(), dataloader_num_workers=0,
         disable_tqdm=os.environ.get("SPEED_PROGRESS", "1") == "0", **precision_flags(dtype),
     )
-    trainer = trainer_class()(model=model, args=args, train_dataset=dataset, loss=loss,
-                                         callbacks=list(EXTRA_CALLBACKS))
+    trainer = trainer_class()(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=list(EXTRA_CALLBACKS))
     resume = last_checkpoint(checkpoints)
     result = trainer.train(resume_from_checkpoint=resume)
     history = trainer.state.log_history
@@ -269,10 +277,6 @@ def train_embedder(out: Path, seed: int, hp: dict[str, Any], model_path: str, fa
                "train_loss": float(result.training_loss) if result.training_loss is not None else None,
                "first_loss": losses_[0] if losses_ else None, "final_loss": losses_[-1] if losses_ else None,
                "resumed_from": Path(resume).name if resume else None, "lora": bool(use_lora), **data_counts}
-    import shutil
-
-    from .common import barrier
-
     gathered = None
     if getattr(trainer, "is_deepspeed_enabled", False):
         # ZeRO-3 shards the weights: the trainer gathers them (every process takes part), rank 0 reloads
@@ -280,10 +284,6 @@ def train_embedder(out: Path, seed: int, hp: dict[str, Any], model_path: str, fa
         trainer.save_model(str(gathered))
         barrier()
     if is_main_process():
-        from sentence_transformers import SentenceTransformer
-
-        from ..io import atomic_write_jsonl
-
         if gathered is not None and use_lora:
             from peft import PeftModel
 
@@ -297,7 +297,7 @@ def train_embedder(out: Path, seed: int, hp: dict[str, Any], model_path: str, fa
         if tmp.exists():
             shutil.rmtree(tmp)
         model.save(str(tmp))
-        info = {"family": family, "instruction": instruction, "template": template if instruction else None,
+        info = {"family": family, "instruction": instruction, "template": template,
                 "document_instruction": False, "pooling": "lasttoken" if family == "decoder" else "model",
                 "eos_appended": family == "decoder", "max_length": hp["max_length"]}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -308,7 +308,8 @@ def train_embedder(out: Path, seed: int, hp: dict[str, Any], model_path: str, fa
         if gathered is not None:
             shutil.rmtree(gathered, ignore_errors=True)
         atomic_write_jsonl(out / "train_log.jsonl", history)
-    summary["history"] = history
+    summary.update(model=str(out / "model"), family=family, instruction=instruction, hyperparameters=hp,
+                   history=history)
     return summary
 
 
