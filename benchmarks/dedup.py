@@ -1,4 +1,4 @@
-"""Benchmark: speed.dedup against a plain datasketch MinHash + MinHashLSH loop, on real texts.
+"""Benchmark: speed.synth.dedup against a plain datasketch MinHash + MinHashLSH loop, on real texts.
 
     .venv/bin/python benchmarks/dedup.py [--docs 100000] [--baseline-docs N] [--threshold 0.7]
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from speed.dedup import DEFAULT_NUM_PERM, DEFAULT_SHINGLE_SIZE, DEFAULT_THRESHOLD, dedup, normalize  # noqa: E402
+from speed.synth.dedup import DEFAULT_NUM_PERM, DEFAULT_SHINGLE_SIZE, DEFAULT_THRESHOLD, dedup, normalize  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")

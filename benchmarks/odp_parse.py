@@ -24,7 +24,7 @@ OURS = """
 def peak():
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
 import json, sys, time
-from speed.taxonomy import iter_odp, sample_topics
+from speed.synth.taxonomy import iter_odp, sample_topics
 t0 = time.time()
 stats = {}
 topics = sample_topics(iter_odp(__import__('pathlib').Path(sys.argv[1])), count=10000, seed=0, stats=stats)

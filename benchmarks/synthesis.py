@@ -49,7 +49,7 @@ TARGETS = {"generator": {"in-process": 1.3, "transformers": 5.0, "raw": 0.8},
 
 def plan(run_dir: Path, n: int, cfg):
     from speed.io import read_jsonl
-    from speed.planning import plan_prompts
+    from speed.synth.planning import plan_prompts
 
     tasks = list(read_jsonl(run_dir / "brainstorm" / "tasks.jsonl"))
     topics = list(read_jsonl(run_dir / "topics" / "topics.jsonl"))
@@ -57,8 +57,8 @@ def plan(run_dir: Path, n: int, cfg):
 
 
 def model_ref(run_dir: Path, cfg, model: str, threads: int):
-    from speed.rundir import RunDir
-    from speed.trained import effective_ref
+    from speed.runtime.rundir import RunDir
+    from speed.runtime.trained import effective_ref
 
     if model == "teacher":
         ref = cfg.model("teacher")
@@ -101,7 +101,7 @@ def transformers_side(run_dir: Path, model: str, cfg, prompts, scfg, threads: in
 
     from speed.models import resolve_model
     from speed.prompts import parse_example
-    from speed.rundir import RunDir
+    from speed.runtime.rundir import RunDir
     from speed.train.common import trained_generator
 
     torch.set_num_threads(threads)
@@ -230,7 +230,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
-    from speed.config import load_config
+    from speed.runtime.config import load_config
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "train-senior").is_dir():

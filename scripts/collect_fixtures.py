@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
-    from speed.config import ModelRef
+    from speed.runtime.config import ModelRef
     from speed.llm import LLMClient, Request, RequestCache, SamplingParams
     from speed.prompts import TASK_KINDS, parse_example, synthesis_prompt
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import FIXTURES, run_cli
 from fake_openai import FakeOpenAI, garbage_answer
 from speed.io import atomic_write_jsonl, sha256_file
-from speed.rundir import RunDir
+from speed.runtime.rundir import RunDir
 
 EVAL = FIXTURES / "eval"
 ST = "{backend: sentence-transformers, model: all-minilm-l6-v2}"

@@ -61,7 +61,7 @@ def test_plan_and_spec_parsing():
 @pytest.mark.slow
 def test_two_real_generators(tmp_path):
     pytest.importorskip("llama_cpp")
-    from speed.config import ModelRef
+    from speed.runtime.config import ModelRef
 
     prompts = compare.plan(0, 4, TASKS, TOPICS, {"retrieval": 1, "classification": 1, "sts": 1, "short-short": 1})
     variants = [compare.Variant("smollm2-135m", ModelRef(backend="llamacpp", model="smollm2-135m-instruct",

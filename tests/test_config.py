@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
-from speed.config import ModelRef, build_config, load_config
+from speed.runtime.config import ModelRef, build_config, load_config
 from speed.errors import ConfigError
 
 # every speed run config, recursively (configs/accelerate/ holds accelerate launch configs instead)

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, run_cli
 from speed.errors import SpeedError
 from speed.llm.ledger import iter_ledger
-from speed.rundir import RunDir
+from speed.runtime.rundir import RunDir
 
 KINDS = {"retrieval", "classification", "sts", "short-short", "long-long"}
 EVEN = "{retrieval: 1, classification: 1, sts: 1, short-short: 1, long-long: 1}"

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from speed.config import build_config
+from speed.runtime.config import build_config
 from speed.llm.backends.base import Completion
-from speed.pipeline import Pipeline
+from speed.runtime.pipeline import Pipeline
 
 
 class Scripted:

@@ -1,4 +1,4 @@
-"""Near-duplicate removal: the library (speed.dedup) on planted real-text duplicates, and the stage."""
+"""Near-duplicate removal: the library (speed.synth.dedup) on planted real-text duplicates, and the stage."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from speed.config import build_config
-from speed.dedup import (MinHasher, band_params, collision_probability, dedup, normalize,
+from speed.runtime.config import build_config
+from speed.synth.dedup import (MinHasher, band_params, collision_probability, dedup, normalize,
                          shingle_hashes)
-from speed.records import Example
-from speed.rundir import RunDir, StageContext
+from speed.synth.records import Example
+from speed.runtime.rundir import RunDir, StageContext
 from speed.stages import dedup as stage
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -418,7 +418,7 @@ def test_stage_config_validation():
         with pytest.raises(ConfigError, match="stages.dedup"):
             bad.validate("stages.dedup")
     assert stage.STAGE.requires == ("revise",) and stage.STAGE.roles == ()
-    from speed.configschema import from_dict
+    from speed.runtime.configschema import from_dict
 
     cfg = from_dict(stage.Config, {"threshold": 0.8, "shingle": "word", "shingle_size": 3,
                                    "bands": 16, "rows": 8, "near": False}, "stages.dedup")

@@ -18,7 +18,7 @@ import textwrap
 import pytest
 
 from fake_openai import FakeOpenAI
-from speed.rundir import RunDir
+from speed.runtime.rundir import RunDir
 
 WRAPPER = textwrap.dedent("""
     import errno, os, sys, tempfile
@@ -47,7 +47,7 @@ WRAPPER = textwrap.dedent("""
         def put_many(self, items):
             raise sqlite3.OperationalError("database or disk is full")
         RequestCache.put_many = put_many
-    from speed.cli import main
+    from speed.cli.main import main
     sys.exit(main(sys.argv[1:]))
 """)
 

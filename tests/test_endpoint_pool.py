@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_cli, wait_for
 from fake_openai import FakeOpenAI, FaultProxy
-from speed.config import ModelRef, build_config
+from speed.runtime.config import ModelRef, build_config
 from speed.errors import ConfigError
 from speed.llm import LLMClient, Ledger, Request, RequestCache, SamplingParams
 from speed.llm.backends.openai_backend import _Endpoints

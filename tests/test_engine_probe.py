@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.llm import engine_probe
 
 

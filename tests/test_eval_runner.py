@@ -91,7 +91,7 @@ def test_builtin_stsbenchmark_reproduces_the_official_score(tmp_path):
 
     Uses the persistent cache under $SPEED_HOME, so later runs do not re-encode."""
     out = tmp_path / "res.json"
-    proc = subprocess.run([sys.executable, "-m", "speed.cli_eval", "eval", "--model", "all-minilm-l6-v2",
+    proc = subprocess.run([sys.executable, "-m", "speed.cli.eval_commands", "eval", "--model", "all-minilm-l6-v2",
                            "--tasks", str(BUILTIN / "STSBenchmark"), "--instruction", "off", "--output", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr

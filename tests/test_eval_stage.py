@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from speed.config import ModelRef, RunConfig, SpeedConfig
-from speed.rundir import RunDir, StageContext
+from speed.runtime.config import ModelRef, RunConfig, SpeedConfig
+from speed.runtime.rundir import RunDir, StageContext
 from speed.stages import evaluate as stage
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "eval"
@@ -43,7 +43,7 @@ def test_evaluate_stage_trained_vs_base(tmp_path):
 
 def test_stage_sections_parse_once_registered(monkeypatch):
     """What the registry lines enable: `evaluate:` and `report:` sections in a config."""
-    from speed.config import build_config
+    from speed.runtime.config import build_config
     from speed.errors import ConfigError
 
     cfg = build_config({"models": {"embedder": "all-minilm-l6-v2"},

@@ -67,7 +67,7 @@ def test_folder_of_tasks_with_a_folder_missing_task_json():
 
 
 def test_cli_rejects_a_malformed_folder_with_exit_2():
-    proc = subprocess.run([sys.executable, "-m", "speed.cli_eval", "eval", "--model", "all-minilm-l6-v2",
+    proc = subprocess.run([sys.executable, "-m", "speed.cli.eval_commands", "eval", "--model", "all-minilm-l6-v2",
                            "--tasks", str(FIX / "valid" / "TinySTS"), str(FIX / "bad" / "UnknownDoc")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -77,7 +77,7 @@ def test_cli_rejects_a_malformed_folder_with_exit_2():
 
 
 def test_cli_mteb_offline_is_one_line_exit_2():
-    proc = subprocess.run([sys.executable, "-m", "speed.cli_eval", "eval", "--model", "all-minilm-l6-v2",
+    proc = subprocess.run([sys.executable, "-m", "speed.cli.eval_commands", "eval", "--model", "all-minilm-l6-v2",
                            "--mteb", "STSBenchmark"], capture_output=True, text=True, timeout=120,
                           env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import FIXTURES
 from speed.io import atomic_write_jsonl, sha256_file
-from speed.rundir import RunDir
+from speed.runtime.rundir import RunDir
 
 pytest.importorskip("sentence_transformers")
 
@@ -54,7 +54,7 @@ WRAPPER = textwrap.dedent("""
                 pause()
             return out
         runner.evaluate_task = evaluate_task
-    from speed.cli import main
+    from speed.cli.main import main
     sys.exit(main(sys.argv[1:]))
 """)
 

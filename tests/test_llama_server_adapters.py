@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.errors import SpeedError
 from speed.llm import llama_server
 from speed.llm.backends import make_backend

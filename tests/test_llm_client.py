@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.llm import LLMClient, Ledger, Request, RequestCache, SamplingParams
 from speed.llm.backends.base import Completion, sample_seed
 from speed.llm.cache import model_identity

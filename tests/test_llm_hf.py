@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.llm import LLMClient, Ledger, Request, SamplingParams
 from speed.llm.ledger import iter_ledger
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.llm import LLMClient, Ledger, Request, RequestCache, SamplingParams
 from speed.llm.ledger import iter_ledger, summarize, totals
 from speed.prompts import example_schema, synthesis_prompt

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.llm import LLMClient, Ledger, Request, RequestCache, SamplingParams
 from speed.llm.ledger import iter_ledger, summarize, totals
 

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.errors import SpeedError
 from speed.llm import LLMClient, Ledger, Request, RequestCache, SamplingParams
 from speed.llm.ledger import iter_ledger, summarize, totals

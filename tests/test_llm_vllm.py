@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.llm import LLMClient, Request, SamplingParams
 from speed.prompts import example_schema
 

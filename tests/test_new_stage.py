@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..configschema import check
+from ..runtime.configschema import check
 from . import Stage
 
 

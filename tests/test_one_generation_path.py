@@ -13,7 +13,7 @@ import shutil
 
 from conftest import FIXTURES, run_cli
 from speed.analysis.compare import CompareSettings, Variant, generate_variant, plan
-from speed.config import ModelRef
+from speed.runtime.config import ModelRef
 from speed.io import read_jsonl
 from speed.llm.ledger import iter_ledger
 

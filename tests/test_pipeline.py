@@ -8,10 +8,10 @@ import pytest
 
 from conftest import ROOT, run_cli, wait_for
 from odp_synth import write_dump
-from speed.config import build_config
+from speed.runtime.config import build_config
 from speed.errors import SpeedError
-from speed.pipeline import Pipeline, status
-from speed.rundir import RunDir, StageContext
+from speed.runtime.pipeline import Pipeline, status
+from speed.runtime.rundir import RunDir, StageContext
 
 TOPICS_CFG = ROOT / "configs" / "topics.yaml"
 
@@ -75,7 +75,7 @@ def evaluate_unimplemented(monkeypatch):
 
 
 def test_unimplemented_stage_stops_the_run_plainly(tmp_path, evaluate_unimplemented, capsys):
-    from speed.cli import main
+    from speed.cli.main import main
 
     run_dir = tmp_path / "run"
     skip = "[brainstorm, seed, train-junior, root, judge, revise-signals, train-senior, train-revisor, " \
@@ -119,8 +119,8 @@ def test_dry_run_writes_nothing(tmp_path):
 
 
 def test_dry_run_names_a_stage_not_built(tmp_path, evaluate_unimplemented):
-    from speed.config import load_config
-    from speed.pipeline import plan
+    from speed.runtime.config import load_config
+    from speed.runtime.pipeline import plan
 
     info = plan(load_config(ROOT / "configs" / "demo.yaml"), tmp_path / "run")
     actions = {row["stage"]: row["action"] for row in info["stages"]}

@@ -1,7 +1,7 @@
 import math
 from collections import Counter
 
-from speed.planning import PAPER_PROPORTIONS, STS_TASK, allocate, plan_prompts
+from speed.synth.planning import PAPER_PROPORTIONS, STS_TASK, allocate, plan_prompts
 from speed.prompts import ATTRIBUTES
 
 TASKS = [{"id": f"t{k}{i}", "kind": k, "task": f"Do {k} thing number {i}", "topic": f"Topic {i}", "topic_id": f"x{i}"}

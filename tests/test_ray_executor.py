@@ -27,7 +27,7 @@ from conftest import run_cli
 from fake_openai import FakeOpenAI
 from test_data_pipeline import _lines, _shards_done, _stage_status
 from test_data_stages_unit import reply
-from speed.config import ModelRef, build_config, load_config
+from speed.runtime.config import ModelRef, build_config, load_config
 from speed.errors import ConfigError
 from speed.llm import LLMClient, Ledger, RequestCache
 from speed.llm.client import endpoint_share
@@ -43,7 +43,7 @@ GEN = ("synthesize", "revise")
 def test_executor_ray_without_ray_is_one_line_exit_2(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("run: {name: r, executor: ray, until: topics}\ntopics: {count: 2}\n")
-    code = ("import sys; sys.modules['ray'] = None; from speed.cli import main; "
+    code = ("import sys; sys.modules['ray'] = None; from speed.cli.main import main; "
             f"sys.exit(main(['run', {str(cfg)!r}, '--run-dir', {str(tmp_path / 'run')!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -177,7 +177,7 @@ revise: {{shard_size: 2}}
 
 def _run(cfg, run_dir, executor="local"):
     """``speed run`` in this process (the Ray driver is this process when executor is ray)."""
-    from speed.pipeline import Pipeline
+    from speed.runtime.pipeline import Pipeline
 
     config = load_config(cfg, [f"run.executor={executor}"])
     return Pipeline(config, run_dir).run(log=lambda *a: None)

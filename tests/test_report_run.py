@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from speed.llm.ledger import Ledger, UsageRecord
-from speed.rundir import RunDir
+from speed.runtime.rundir import RunDir
 
 KINDS = ("retrieval", "classification", "sts", "short-short")
 
@@ -148,17 +148,17 @@ def test_report_stage_and_cli(tmp_path):
     import subprocess
     import sys
 
-    from speed.rundir import StageContext
+    from speed.runtime.rundir import StageContext
     from speed.stages import report as stage
 
     rd = make_run(tmp_path)
     ctx = StageContext(name="report", config=None, cfg=stage.Config(), rundir=rd)
     stage.run(ctx)
     assert {"report.md", "report.html"} <= set(ctx.outputs) and ctx.counts["plots"] >= 5
-    proc = subprocess.run([sys.executable, "-m", "speed.cli_eval", "report", str(tmp_path), "--out",
+    proc = subprocess.run([sys.executable, "-m", "speed.cli.eval_commands", "report", str(tmp_path), "--out",
                            str(tmp_path / "r2")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r2" / "report.html").is_file()
-    bad = subprocess.run([sys.executable, "-m", "speed.cli_eval", "report", str(tmp_path / "nope")],
+    bad = subprocess.run([sys.executable, "-m", "speed.cli.eval_commands", "report", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr

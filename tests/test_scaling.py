@@ -92,7 +92,7 @@ def test_run_scaling_csv_rerun_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_speed_scaling_cli_trains_four_sizes(tmp_path):
-    from speed.rundir import RunDir
+    from speed.runtime.rundir import RunDir
 
     rd = RunDir(tmp_path / "run")
     rd.write_manifest({"run": "scaling", "stages": {}})
@@ -100,7 +100,7 @@ def test_speed_scaling_cli_trains_four_sizes(tmp_path):
     (tmp_path / "run" / "export" / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(64)))
     # the sizes and the target come from the run's config (its `scaling` section)
     (tmp_path / "run" / "config.yaml").write_text("run: {name: scaling}\nscaling: {sizes: [8, 16, 32, 64], target_score: 0.9}\n")
-    proc = subprocess.run([sys.executable, "-m", "speed.cli_eval", "scaling", str(tmp_path / "run"), "--tasks", str(FIX / "valid" / "TinySTS"),
+    proc = subprocess.run([sys.executable, "-m", "speed.cli.eval_commands", "scaling", str(tmp_path / "run"), "--tasks", str(FIX / "valid" / "TinySTS"),
                            str(FIX / "valid" / "TinyClassification"), str(FIX / "valid" / "TinyPairs"),
                            "--boot", "50", "--batch-size", "8", "--lr", "5e-4", "--cache-dir", str(tmp_path / "c")],
                           capture_output=True, text=True, timeout=3000)

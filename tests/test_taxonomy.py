@@ -6,7 +6,7 @@ import pytest
 
 from conftest import FIXTURES
 from speed.errors import InputError
-from speed.taxonomy import (builtin_path, iter_iab_tsv, iter_odp, iter_paths_file, open_source, sample_topics,
+from speed.synth.taxonomy import (builtin_path, iter_iab_tsv, iter_odp, iter_paths_file, open_source, sample_topics,
                             topic_text, truncate)
 
 ODP = FIXTURES / "odp" / "structure.rdf.u8"

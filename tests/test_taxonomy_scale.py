@@ -12,7 +12,7 @@ def peak():
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
 import json, sys
 from pathlib import Path
-from speed.taxonomy import iter_odp, sample_topics
+from speed.synth.taxonomy import iter_odp, sample_topics
 stats = {}
 topics = sample_topics(iter_odp(Path(sys.argv[1])), count=1000, seed=0, stats=stats)
 print(json.dumps({"rss": peak(), "seen": stats["source_topics"],

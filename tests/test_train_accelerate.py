@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from speed.io import atomic_write_jsonl, sha256_file
-from speed.rundir import RunDir
+from speed.runtime.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("accelerate")

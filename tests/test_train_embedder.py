@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from speed.config import ModelRef, build_config
+from speed.runtime.config import ModelRef, build_config
 from speed.io import atomic_write_jsonl
-from speed.rundir import RunDir, StageContext
+from speed.runtime.rundir import RunDir, StageContext
 
 pytest.importorskip("sentence_transformers")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from speed.config import ModelRef, build_config
+from speed.runtime.config import ModelRef, build_config
 from speed.io import atomic_write_jsonl
-from speed.rundir import RunDir, StageContext
+from speed.runtime.rundir import RunDir, StageContext
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
@@ -327,7 +327,7 @@ def _seed_done(run_dir: Path, rows: list[dict]) -> None:
 
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_loss_and_is_not_redone(tmp_path, registered, smollm2_hf):
-    from speed.pipeline import Pipeline
+    from speed.runtime.pipeline import Pipeline
 
     settings = dict(max_steps=4, save_steps=2, learning_rate=1e-3, gguf=False)
     quiet = lambda *a: None  # noqa: E731

@@ -111,8 +111,8 @@ def _context(artifact: str, settings: CompareSettings, folder: Path):
     (sampling overridden by the settings that are set) and seeds from ``settings.seed`` as the run seed."""
     import dataclasses
 
-    from ..config import build_config
-    from ..rundir import RunDir, StageContext, clear_stage_dir
+    from ..runtime.config import build_config
+    from ..runtime.rundir import RunDir, StageContext, clear_stage_dir
     from ..stages import provider
 
     name = provider(artifact).name
@@ -163,7 +163,7 @@ def generate_variant(variant: Variant, prompts, settings: CompareSettings, out: 
 
 # -- metrics -----------------------------------------------------------------------------------------
 def _example(r: dict):
-    from ..records import Example
+    from ..synth.records import Example
 
     return Example(id=f"{r['variant']}-{r['prompt_id']}", kind=r["kind"], task=r["task"], topic=r["topic"],
                    fields=r["fields"], attributes=r["attributes"], length_ok=r["length_ok"] or {})
@@ -176,7 +176,7 @@ def _mean(vals):
 
 def metrics(rows: Sequence[dict], embedder=None, settings: CompareSettings | None = None) -> dict:
     """Per kind (and ``all``): the comparison's signals over one variant's rows."""
-    from ..quality import length_adherence, similarity_signals
+    from ..synth.quality import length_adherence, similarity_signals
 
     settings = settings or CompareSettings()
     signals = {}
@@ -256,8 +256,8 @@ def run_compare(variants: Sequence[Variant], prompts, out_dir: str | os.PathLike
         raise InputError("no prompts to compare on (no tasks or topics?)")
     embedder = None
     if settings.reference_embedder:
-        from ..config import ModelRef
-        from ..quality import load_embedder
+        from ..runtime.config import ModelRef
+        from ..synth.quality import load_embedder
 
         embedder = load_embedder(ModelRef(backend="sentence-transformers", model=settings.reference_embedder))
     result = {"prompts": len(prompts), "kinds": dict(Counter(p.kind for p in prompts)),
@@ -313,7 +313,7 @@ def _ref_label(ref) -> str:
 
 # -- prompts -----------------------------------------------------------------------------------------
 def plan(seed: int, count: int, tasks: list[dict], topics: list[dict], proportions: dict | None = None):
-    from ..planning import PAPER_PROPORTIONS, plan_prompts
+    from ..synth.planning import PAPER_PROPORTIONS, plan_prompts
 
     tasks = [dict(t, id=t.get("id") or f"t{i}") for i, t in enumerate(tasks)]
     topics = [dict(t, id=t.get("id") or f"p{i}") for i, t in enumerate(topics)]
@@ -342,8 +342,8 @@ def prompts_from_spec(spec: dict, base: Path):
 
 
 def variants_from_spec(spec: dict) -> list[Variant]:
-    from ..configschema import from_dict
-    from ..config import ModelRef
+    from ..runtime.configschema import from_dict
+    from ..runtime.config import ModelRef
 
     raw = spec.get("variants")
     if not isinstance(raw, dict) or not raw:

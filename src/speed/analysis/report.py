@@ -34,7 +34,7 @@ def _rate(values) -> float | None:
 
 def gather(run_dir: str | os.PathLike, prices: PriceTable | None = None) -> dict:
     """Everything the report shows, as plain data."""
-    from ..rundir import RunDir
+    from ..runtime.rundir import RunDir
     from ..stages import STAGE_ORDER, artifact_path, provider
 
     rd = RunDir(run_dir)

@@ -42,7 +42,7 @@ STAGE_ORDER: tuple[str, ...] = (
 class Stage:
     name: str
     config: type  # the stage's config section: a dataclass with validate(where)
-    run: Callable[[Any], None]  # run(ctx: speed.rundir.StageContext)
+    run: Callable[[Any], None]  # run(ctx: speed.runtime.rundir.StageContext)
     needs: tuple[str, ...] = ()  # artifacts (or trained roles) of earlier stages it reads
     provides: Mapping[str, str] = field(default_factory=dict)  # artifact -> file in the stage's folder
     trains: str | None = None  # the model role whose model this stage trains (run by speed.train.launch too)

@@ -10,7 +10,7 @@ writes:
   estimate).
 
 Counts: ``input``, ``kept``, ``removed_exact``, ``removed_near``, and ``lsh_bands`` / ``lsh_rows``
-(the banding used). The MinHash permutations are seeded by the run seed. See :mod:`speed.dedup`.
+(the banding used). The MinHash permutations are seeded by the run seed. See :mod:`speed.synth.dedup`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..configschema import check
+from ..runtime.configschema import check
 from . import Stage
 
 
@@ -45,10 +45,10 @@ class Config:
 
 
 def run(ctx) -> None:
-    from ..dedup import dedup
+    from ..synth.dedup import dedup
     from ..errors import InputError
     from ..progress import progress
-    from ..records import Example
+    from ..synth.records import Example
 
     cfg: Config = ctx.cfg
     rows = list(ctx.read_input("revised-examples"))

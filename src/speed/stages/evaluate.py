@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..configschema import check
+from ..runtime.configschema import check
 from . import Stage
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..configschema import check
+from ..runtime.configschema import check
 from ..llm.ledger import iter_ledger, summarize, totals
-from ..records import TRIPLET_KEYS, Example
+from ..synth.records import TRIPLET_KEYS, Example
 from . import Stage
 
 COLUMNS = ("id", "kind", "task", "query", "positive", "negative", "topic", "model", "revised", "length_ok",
@@ -70,11 +70,11 @@ def run(ctx) -> None:
     examples = [Example.from_dict(r) for r in ctx.read_input("unique-examples")]
     signals = [None] * len(examples)
     if cfg.quality and examples:
-        from ..quality import load_embedder, similarity_signals
+        from ..synth.quality import load_embedder, similarity_signals
 
         ref = ctx.config.models.get("reference_embedder")
         if ref is None:
-            from ..config import ModelRef
+            from ..runtime.config import ModelRef
 
             ref = ModelRef(backend="sentence-transformers", model="all-minilm-l6-v2")
         signals = similarity_signals(examples, load_embedder(ref), batch_size=cfg.batch_size,

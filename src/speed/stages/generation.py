@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..configschema import check
-from ..planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
+from ..runtime.configschema import check
+from ..synth.planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
 from ..prompts import example_schema, parse_example
-from ..records import Example, Rejection
+from ..synth.records import Example, Rejection
 
 
 @dataclass

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..configschema import check
+from ..runtime.configschema import check
 from ..prompts import REVISION_SCHEMA, parse_revision, revise_messages
-from ..records import Rejection
+from ..synth.records import Rejection
 from . import Stage, provider
 from .generation import (GenerationConfig, ask_in_shards, canonical_json, count_reason, llm_client, model_label,
                          request, sft_record)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..configschema import check
+from ..runtime.configschema import check
 from . import Stage
 from .generation import PlannedConfig, generate_examples, llm_client, model_label, planned_prompts, split_rows
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..configschema import check
+from ..runtime.configschema import check
 from ..errors import InputError
-from ..taxonomy import open_source, sample_topics
+from ..synth.taxonomy import open_source, sample_topics
 from . import Stage
 
 

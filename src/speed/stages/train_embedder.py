@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..configschema import check
+from ..runtime.configschema import check
 from . import Stage
 
 # None keys take their profile's value; learning rate by family (full fine-tuning vs LoRA).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..configschema import check
+from ..runtime.configschema import check
 from ..train.common import TrainConfig
 from . import Stage, trainer_of
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..configschema import check
+from ..runtime.configschema import check
 from ..errors import InputError, ModelError, SpeedError
 
 # Extra transformers TrainerCallbacks added to every training run of this process (a hook for

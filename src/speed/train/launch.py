@@ -10,7 +10,7 @@
 
 The config is the run directory's frozen ``config.yaml`` (what the last ``speed run`` used), or
 ``--config FILE``; ``--set SECTION.KEY=VALUE`` overrides either. The stage's manifest entry is
-decided by ``speed.pipeline.decide``, as in ``speed run``: a done stage with the same config and
+decided by ``speed.runtime.pipeline.decide``, as in ``speed run``: a done stage with the same config and
 inputs is skipped, a stage left ``running`` by a kill resumes (from its last checkpoint), anything
 else starts afresh.
 
@@ -37,7 +37,7 @@ def training_stages() -> tuple[str, ...]:
 
 
 def _config(run_dir: Path, config_path: str | None, overrides: list[str]):
-    from ..config import load_config
+    from ..runtime.config import load_config
 
     path = Path(config_path) if config_path else run_dir / "config.yaml"
     if not path.is_file():
@@ -61,7 +61,7 @@ def _broadcast(obj):
 def run_stage(run_dir: str | Path, stage: str, config_path: str | None = None, overrides: list[str] | None = None,
               overwrite: str = "only-missing", log=print) -> str:
     """Run ``stage`` of ``run_dir``; 'run', 'resume' or 'skip' (the same on every process)."""
-    from ..rundir import RunDir, StageContext, _now
+    from ..runtime.rundir import RunDir, StageContext, _now
     from ..stages import declaration
     from .common import barrier, is_main_process, world_size
 
@@ -107,12 +107,12 @@ def run_stage(run_dir: str | Path, stage: str, config_path: str | None = None, o
 
 
 def _prepare(rundir, config, stage: str, overwrite: str) -> str:
-    """Rank 0: what to do with the stage (``speed.pipeline.decide``), with the manifest updated for it."""
+    """Rank 0: what to do with the stage (``speed.runtime.pipeline.decide``), with the manifest updated for it."""
     import yaml
 
     from ..io import atomic_write_text
-    from ..pipeline import check_requirements, decide
-    from ..rundir import _now, clear_stage_dir
+    from ..runtime.pipeline import check_requirements, decide
+    from ..runtime.rundir import _now, clear_stage_dir
 
     manifest = rundir.read_manifest()
     check_requirements(rundir, stage, manifest)

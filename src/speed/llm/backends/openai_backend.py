@@ -57,7 +57,7 @@ def _num(v: Any) -> bool:
 
 def check_options(options: dict[str, Any], where: str) -> None:
     """Type- and range-check the options this backend reads (others, e.g. cache_salt, pass through)."""
-    from ...configschema import check
+    from ...runtime.configschema import check
 
     for key, (ok, allowed) in OPTIONS.items():
         if key in options:

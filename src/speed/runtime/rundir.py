@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .errors import SpeedError
-from .io import atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file, stable_hash
-from .io import now as _now
+from ..errors import SpeedError
+from ..io import atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_file, stable_hash
+from ..io import now as _now
 
 MANIFEST_FORMAT = 1
 
@@ -132,7 +132,7 @@ class StageContext:
 
     def input_path(self, artifact: str) -> Path:
         """The file of ``artifact`` (see ``speed.stages.Stage.needs``) in its providing stage's folder."""
-        from .stages import artifact_path, provider
+        from ..stages import artifact_path, provider
 
         stage, path = provider(artifact), artifact_path(self.rundir.path, artifact)
         if not path.exists():
@@ -145,7 +145,7 @@ class StageContext:
 
     def input_counts(self, artifact: str) -> dict:
         """The counts its providing stage recorded in the manifest ({} before it is done)."""
-        from .stages import provider
+        from ..stages import provider
 
         return (self.rundir.stage_entry(provider(artifact).name) or {}).get("counts") or {}
 
@@ -202,8 +202,8 @@ class StageContext:
         to have no effect but its rows (a worker's changes to ``ctx`` are not seen here). Both write
         the same files, so a stage started by one resumes under the other.
         """
-        from .executors import ShardTask, executor_for
-        from .progress import progress
+        from ..executors import ShardTask, executor_for
+        from ..progress import progress
 
         n_shards = (len(items) + shard_size - 1) // shard_size
         tasks: list[ShardTask] = []

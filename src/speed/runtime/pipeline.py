@@ -22,13 +22,13 @@ import yaml
 
 from .config import SpeedConfig
 from .configschema import to_dict
-from .errors import SpeedError, StageNotImplemented
-from .io import atomic_write_text, stable_hash
-from .llm.ledger import iter_ledger, summarize
+from ..errors import SpeedError, StageNotImplemented
+from ..io import atomic_write_text, stable_hash
+from ..llm.ledger import iter_ledger, summarize
 from .preflight import check_stage
 from .rundir import RunDir, StageContext, _now, output_intact
 from .stage_attempt import StageAttempt
-from .stages import STAGE_ORDER, declaration, is_implemented
+from ..stages import STAGE_ORDER, declaration, is_implemented
 
 Overwrite = Literal["never", "only-missing", "always"]
 STAGE_FORMAT = 1  # bump to invalidate every stage's hash when record formats change
@@ -107,7 +107,7 @@ class Pipeline:
 
     def run(self, from_stage: str | None = None, until: str | None = None, log=print) -> dict:
         stages = select_stages(from_stage, until or self.config.run.until)
-        from .executors import check_available
+        from ..executors import check_available
 
         check_available(self.config.run)  # e.g. executor: ray without ray installed: one line, nothing written
         # Resolve every config section and model reference of the selected stages before anything is written.
@@ -245,7 +245,7 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
     from .estimate import estimate
 
     rows, problems = [], []
-    from .executors import check_available
+    from ..executors import check_available
 
     try:
         check_available(config.run)

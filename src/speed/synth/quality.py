@@ -18,7 +18,7 @@ def load_embedder(ref):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
 
-    from .models import resolve_model
+    from ..models import resolve_model
 
     path = resolve_model(ref.model, want="embedder")
     return SentenceTransformer(path, device="cpu")

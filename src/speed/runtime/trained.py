@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def _trainer(role: str) -> str | None:
-    from .stages import trainer_of
+    from ..stages import trainer_of
 
     stage = trainer_of(role)
     return stage.name if stage else None

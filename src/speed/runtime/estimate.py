@@ -8,11 +8,11 @@ teacher tokens, 10K preference signals ~12M, 10K revision signals ~10M, i.e. abo
 
 from __future__ import annotations
 
-from .stages import declaration
+from ..stages import declaration
 
 
 def price_of(ref) -> tuple[float, float]:
-    from .analysis.cost import DEFAULT_PRICES
+    from ..analysis.cost import DEFAULT_PRICES
 
     if ref is None or ref.backend != "openai":
         return (0.0, 0.0)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import SpeedConfig
-from .errors import SpeedError
-from .stages import declaration
+from ..errors import SpeedError
+from ..stages import declaration
 
 
 def check_stage(config: SpeedConfig, name: str, problems: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def check_stage(config: SpeedConfig, name: str, problems: list[str] | None = Non
 
 def check_models(config: SpeedConfig, name: str) -> None:
     """The model references stage ``name`` uses: present, and resolvable without loading anything."""
-    from .models.resolve import check_model_exists
+    from ..models.resolve import check_model_exists
 
     stage = declaration(name)
     for role in stage.roles:
@@ -47,7 +47,7 @@ def check_models(config: SpeedConfig, name: str) -> None:
             except SpeedError as exc:
                 raise SpeedError(f"models.{role}: {exc}") from None
         if ref.backend == "llamacpp" and ref.engine == "server":
-            from .llm.llama_server import find_binary
+            from ..llm.llama_server import find_binary
 
             try:
                 find_binary((ref.options or {}).get("server_binary"))

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import SpeedError
+from ..errors import SpeedError
 
 
 def _print_json(obj) -> None:
@@ -15,8 +15,8 @@ def _print_json(obj) -> None:
 
 # -- speed run --------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from .config import load_config
-    from .pipeline import Pipeline, default_run_dir, install_signal_handlers, plan
+    from ..runtime.config import load_config
+    from ..runtime.pipeline import Pipeline, default_run_dir, install_signal_handlers, plan
 
     config = load_config(args.config, args.set)
     run_dir = args.run_dir or default_run_dir(config)
@@ -51,9 +51,9 @@ def cmd_run(args) -> int:
 def print_summary(run_dir) -> None:
     """The closing summary of a run: stages done, teacher cost, then each done stage's own summary
     lines (its declaration's ``summary`` hook: examples exported, scores before and after, the report)."""
-    from .llm.ledger import totals
-    from .pipeline import status
-    from .stages import declarations
+    from ..llm.ledger import totals
+    from ..runtime.pipeline import status
+    from ..stages import declarations
 
     st = status(run_dir)["stages"]
     print(f"\n== summary of {run_dir} ==")
@@ -77,8 +77,8 @@ def print_summary(run_dir) -> None:
 
 # -- speed status -----------------------------------------------------------------------------------
 def cmd_status(args) -> int:
-    from .llm.ledger import totals
-    from .pipeline import status
+    from ..llm.ledger import totals
+    from ..runtime.pipeline import status
 
     info = status(args.run_dir)
     if args.json:
@@ -103,7 +103,7 @@ def cmd_status(args) -> int:
 
 # -- speed models -----------------------------------------------------------------------------------
 def cmd_models_list(args) -> int:
-    from .models.registry import REGISTRY, embedder_dir
+    from ..models.registry import REGISTRY, embedder_dir
 
     rows = []
     for m in REGISTRY.values():
@@ -127,8 +127,8 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_prepare(args) -> int:
-    from .models.prepare import prepare
-    from .models.registry import REGISTRY
+    from ..models.prepare import prepare
+    from ..models.registry import REGISTRY
 
     names = [n for n, m in REGISTRY.items() if m.installed()] if args.name == "all" else [args.name]
     if args.name == "all" and not names:
@@ -139,8 +139,8 @@ def cmd_models_prepare(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .stages import STAGE_ORDER
+    from .. import __version__
+    from ..stages import STAGE_ORDER
 
     p = argparse.ArgumentParser(prog="speed", description="SPEED: synthesize embedding training data with small LLMs")
     p.add_argument("--version", action="version", version=f"speed {__version__}")
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("name", help="a model name from `speed models list`, or all")
     mp.set_defaults(func=cmd_models_prepare)
 
-    from .cli_eval import add_parsers  # eval, report, cost, scaling, compare
+    from .eval_commands import add_parsers  # eval, report, cost, scaling, compare
 
     add_parsers(sub)
     return p
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # a full disk or unwritable place met outside the atomic writers
-        from .io import is_write_error, write_error
+        from ..io import is_write_error, write_error
 
         if not is_write_error(exc):
             raise

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from .configschema import check, from_dict, to_dict
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ROLES = ("teacher", "junior", "senior", "revisor", "embedder", "reference_embedder")
 
@@ -62,7 +62,7 @@ class ModelRef:
         if self.backend == "openai":
             check(bool(self.base_url), f"{where}.base_url", self.base_url,
                   "the openai backend needs a base_url (or a list of them)")
-            from .llm.backends.openai_backend import check_options
+            from ..llm.backends.openai_backend import check_options
 
             check_options(self.options or {}, where)
         check(self.slots >= 1, f"{where}.slots", self.slots, "must be >= 1")
@@ -121,7 +121,7 @@ class RunConfig:
     cache: str | None = None
 
     def validate(self, where: str) -> None:
-        from .stages import STAGE_ORDER
+        from ..stages import STAGE_ORDER
 
         for i, name in enumerate(self.skip):
             check(name in STAGE_ORDER, f"{where}.skip[{i}]", name, "one of " + ", ".join(STAGE_ORDER))
@@ -170,7 +170,7 @@ class SpeedConfig:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
 
     def stage(self, name: str):
-        from .stages import stage_config_class
+        from ..stages import stage_config_class
 
         if name not in self.stages:
             cls = stage_config_class(name)
@@ -240,7 +240,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 
 def build_config(data: dict, source: str | None = None) -> SpeedConfig:
-    from .stages import STAGE_ORDER, stage_config_class
+    from ..stages import STAGE_ORDER, stage_config_class
 
     data = dict(data)
     run = from_dict(RunConfig, data.pop("run", None), "run")
@@ -261,7 +261,7 @@ def build_config(data: dict, source: str | None = None) -> SpeedConfig:
         if name not in STAGE_ORDER:
             allowed = ", ".join(("run", "models", "scaling") + STAGE_ORDER)
             raise ConfigError(f"config error: unknown section '{section}' (allowed: {allowed})")
-        from .stages import is_implemented
+        from ..stages import is_implemented
 
         if not is_implemented(name) and body:
             raise ConfigError(f"config error: section '{section}' is for stage {name}, which is not implemented "

@@ -1,6 +1,6 @@
 """Command-line parsers for ``speed eval``, ``speed report``, ``speed scaling`` and ``speed compare``.
 
-``add_parsers(subparsers)`` adds them to the ``speed`` parser (called from ``speed.cli``).
+``add_parsers(subparsers)`` adds them to the ``speed`` parser (called from ``speed.cli.main``).
 Heavy imports stay inside each command.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import InputError, SpeedError
+from ..errors import InputError, SpeedError
 
 
 def _print_json(obj) -> None:
@@ -18,7 +18,7 @@ def _print_json(obj) -> None:
 
 # -- speed eval --------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
-    from .evaluate.runner import evaluate_model, format_table, run_mteb, write_json
+    from ..evaluate.runner import evaluate_model, format_table, run_mteb, write_json
 
     if args.mteb:
         names = [n.strip() for n in args.mteb.split(",") if n.strip()]
@@ -48,8 +48,8 @@ def _stderr(msg: str) -> None:
 
 # -- speed report ------------------------------------------------------------------------------------
 def cmd_report(args) -> int:
-    from .analysis.cost import PriceTable
-    from .analysis.report import write_report
+    from ..analysis.cost import PriceTable
+    from ..analysis.report import write_report
 
     res = write_report(args.run_dir, args.out, PriceTable.load(args.prices))
     if args.json:
@@ -61,7 +61,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_cost(args) -> int:
-    from .analysis.cost import PriceTable, cost_markdown, cost_report
+    from ..analysis.cost import PriceTable, cost_markdown, cost_report
 
     rep = cost_report(args.run_dir, PriceTable.load(args.prices))
     if args.json:
@@ -74,7 +74,7 @@ def cmd_cost(args) -> int:
 # -- speed scaling -----------------------------------------------------------------------------------
 def _run_inputs(target: str, run_dir: str | None):
     """(run directory, base embedder model name, config or None) from a config file or a run directory."""
-    from .config import load_config
+    from ..runtime.config import load_config
 
     p = Path(target)
     if p.is_dir():
@@ -82,7 +82,7 @@ def _run_inputs(target: str, run_dir: str | None):
         cfg = load_config(cfg_path) if cfg_path.is_file() else None
         rd = p
     elif p.is_file():
-        from .pipeline import default_run_dir
+        from ..runtime.pipeline import default_run_dir
 
         cfg = load_config(p)
         rd = default_run_dir(cfg)
@@ -95,16 +95,16 @@ def _run_inputs(target: str, run_dir: str | None):
 def cmd_scaling(args) -> int:
     from dataclasses import replace
 
-    from .analysis.scaling import doubling_sizes, run_scaling
-    from .config import ScalingConfig
-    from .io import read_jsonl
-    from .stages import trainer_of
-    from .stages.train_embedder import Config
+    from ..analysis.scaling import doubling_sizes, run_scaling
+    from ..runtime.config import ScalingConfig
+    from ..io import read_jsonl
+    from ..stages import trainer_of
+    from ..stages.train_embedder import Config
 
     rd, model, cfg = _run_inputs(args.target, args.run_dir)
     model = args.model or model
     sc = cfg.scaling if cfg is not None else ScalingConfig()  # the config's `scaling` section; flags override
-    from .stages import artifact_path
+    from ..stages import artifact_path
 
     data = Path(args.data) if args.data else artifact_path(rd, "training-data")
     if not data.is_file():
@@ -138,7 +138,7 @@ def cmd_scaling(args) -> int:
     if args.json:
         _print_json({k: v for k, v in doc.items()})
         return 0
-    from .analysis.scaling import fit_table
+    from ..analysis.scaling import fit_table
 
     print("\n".join(fit_table(doc)))
     print(f"results: {doc['paths']['csv']}\nfit: {doc['paths']['fit']}\nplot: {doc['paths']['plot']}")
@@ -147,7 +147,7 @@ def cmd_scaling(args) -> int:
 
 # -- speed compare -----------------------------------------------------------------------------------
 def cmd_compare(args) -> int:
-    from .analysis.compare import compare_main
+    from ..analysis.compare import compare_main
 
     return compare_main(args)
 
@@ -209,7 +209,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_scaling)
 
-    from .analysis.compare import add_compare_arguments
+    from ..analysis.compare import add_compare_arguments
 
     m = sub.add_parser("compare", help="compare generator variants on the same prompts")
     add_compare_arguments(m)
@@ -217,7 +217,7 @@ def add_parsers(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m speed.cli_eval COMMAND ...``: these commands alone, with speed's error handling."""
+    """``python -m speed.cli.eval_commands COMMAND ...``: these commands alone, with speed's error handling."""
     import argparse
     import sys
 

@@ -2,7 +2,7 @@
 
 Usable on any list of texts::
 
-    from speed.dedup import dedup
+    from speed.synth.dedup import dedup
     result = dedup(texts, ids=ids, threshold=0.7)
     result.kept          # indices kept, in input order
     result.duplicates    # one Duplicate per removed text, in input order

@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .io import stable_hash
-from .prompts import ASYMMETRIC_KINDS, TASK_KINDS, synthesis_prompt
+from ..io import stable_hash
+from ..prompts import ASYMMETRIC_KINDS, TASK_KINDS, synthesis_prompt
 
 # The paper's proportion: classification : STS : retrieval : matching = 7 : 7 : 7 : 2,
 # matching split evenly between short-short and long-long.
@@ -23,7 +23,7 @@ STS_TASK = "Retrieve semantically similar text."
 
 
 def check_proportions(props: dict[str, float], where: str) -> None:
-    from .configschema import check
+    from ..runtime.configschema import check
 
     for k, v in props.items():
         check(k in TASK_KINDS, f"{where}.{k}", v, "a task kind: " + ", ".join(TASK_KINDS))
@@ -116,6 +116,6 @@ def plan_prompts(seed: int, salt: str, count: int, proportions: dict[str, float]
 
 def prompt_messages(row: dict) -> list[dict[str, str]]:
     """The synthesis prompt of a stored row (pure re-render from kind, task, topic, attributes)."""
-    from .prompts import synthesis_messages
+    from ..prompts import synthesis_messages
 
     return synthesis_messages(row["kind"], row["task"], row["topic"], row["attributes"], tuple(row["guidelines"]))

@@ -22,9 +22,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .errors import SpeedError
-from .io import is_write_error, write_error
-from .llm.ledger import iter_ledger, summarize, totals
+from ..errors import SpeedError
+from ..io import is_write_error, write_error
+from ..llm.ledger import iter_ledger, summarize, totals
 from .rundir import RunDir, clear_stage_dir
 
 _CACHE_ERRORS = ("disk is full", "readonly", "unable to open", "disk I/O")

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import InputError
+from ..errors import InputError
 
 BUILTIN = {"iab-3.1": ("iab-content-3.1", "content-taxonomy-3.1.tsv")}
 _TOPIC_RE = re.compile(r'<Topic\s+r:id="([^"]*)"\s*/?>')
