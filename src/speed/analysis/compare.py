@@ -342,8 +342,8 @@ def prompts_from_spec(spec: dict, base: Path):
 
 
 def variants_from_spec(spec: dict) -> list[Variant]:
-    from ..runtime.configschema import from_dict
     from ..runtime.config import ModelRef
+    from ..runtime.configschema import from_dict
 
     raw = spec.get("variants")
     if not isinstance(raw, dict) or not raw:

@@ -96,8 +96,8 @@ def cmd_scaling(args) -> int:
     from dataclasses import replace
 
     from ..analysis.scaling import doubling_sizes, run_scaling
-    from ..runtime.config import ScalingConfig
     from ..io import read_jsonl
+    from ..runtime.config import ScalingConfig
     from ..stages import trainer_of
     from ..stages.train_embedder import Config
 

@@ -2,8 +2,8 @@
 
 from .attributes import ATTRIBUTES, Attribute, attribute_space, sample_attributes
 from .brainstorm import brainstorm_messages
-from .judge import judge_messages
 from .json_repair import extract_json
+from .judge import judge_messages
 from .parse import Parsed, parse_brainstorm, parse_example, parse_judge, parse_revision, validate_example
 from .revise import revise_messages
 from .schemas import (ASYMMETRIC_KINDS, BRAINSTORM_SCHEMA, EXAMPLE_KEYS, JUDGE_SCHEMA, REVISION_SCHEMA, TASK_KINDS,

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from .configschema import check, from_dict, to_dict
 from ..errors import ConfigError
+from .configschema import check, from_dict, to_dict
 
 ROLES = ("teacher", "junior", "senior", "revisor", "embedder", "reference_embedder")
 

@@ -20,15 +20,15 @@ from typing import Literal
 
 import yaml
 
-from .config import SpeedConfig
-from .configschema import to_dict
 from ..errors import SpeedError, StageNotImplemented
 from ..io import atomic_write_text, stable_hash
 from ..llm.ledger import iter_ledger, summarize
+from ..stages import STAGE_ORDER, declaration, is_implemented
+from .config import SpeedConfig
+from .configschema import to_dict
 from .preflight import check_stage
 from .rundir import RunDir, StageContext, _now, output_intact
 from .stage_attempt import StageAttempt
-from ..stages import STAGE_ORDER, declaration, is_implemented
 
 Overwrite = Literal["never", "only-missing", "always"]
 STAGE_FORMAT = 1  # bump to invalidate every stage's hash when record formats change

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import SpeedConfig
 from ..errors import SpeedError
 from ..stages import declaration
+from .config import SpeedConfig
 
 
 def check_stage(config: SpeedConfig, name: str, problems: list[str] | None = None) -> None:

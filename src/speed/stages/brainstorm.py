@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..runtime.configschema import check
 from ..prompts import ASYMMETRIC_KINDS, BRAINSTORM_SCHEMA, brainstorm_messages, parse_brainstorm
+from ..runtime.configschema import check
 from ..synth.records import Rejection
 from . import Stage, provider
 from .generation import GenerationConfig, ask_in_shards, count_reason, llm_client, model_label, request

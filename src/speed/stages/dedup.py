@@ -45,9 +45,9 @@ class Config:
 
 
 def run(ctx) -> None:
-    from ..synth.dedup import dedup
     from ..errors import InputError
     from ..progress import progress
+    from ..synth.dedup import dedup
     from ..synth.records import Example
 
     cfg: Config = ctx.cfg

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..runtime.configschema import check
 from ..llm.ledger import iter_ledger, summarize, totals
+from ..runtime.configschema import check
 from ..synth.records import TRIPLET_KEYS, Example
 from . import Stage
 

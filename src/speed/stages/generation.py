@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..prompts import example_schema, parse_example
 from ..runtime.configschema import check
 from ..synth.planning import PAPER_PROPORTIONS, check_proportions, plan_prompts
-from ..prompts import example_schema, parse_example
 from ..synth.records import Example, Rejection
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..synth.planning import prompt_messages
 from ..prompts import parse_example, parse_revision, revise_messages
+from ..synth.planning import prompt_messages
 from ..synth.records import Example, Rejection
 from . import Stage, provider
 from .generation import GenerationConfig, ask_in_shards, canonical_json, count_reason, llm_client, model_label, request

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..runtime.configschema import check
 from ..prompts import REVISION_SCHEMA, parse_revision, revise_messages
+from ..runtime.configschema import check
 from ..synth.records import Rejection
 from . import Stage, provider
 from .generation import (GenerationConfig, ask_in_shards, canonical_json, count_reason, llm_client, model_label,

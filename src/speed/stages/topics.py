@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..runtime.configschema import check
 from ..errors import InputError
+from ..runtime.configschema import check
 from ..synth.taxonomy import open_source, sample_topics
 from . import Stage
 

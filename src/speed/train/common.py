@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..runtime.configschema import check
 from ..errors import InputError, ModelError, SpeedError
+from ..runtime.configschema import check
 
 # Extra transformers TrainerCallbacks added to every training run of this process (a hook for
 # tests and tools: e.g. stop after a checkpoint, or watch the parameters).
