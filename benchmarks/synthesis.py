@@ -51,9 +51,12 @@ def plan(run_dir: Path, n: int, cfg):
     from speed.io import read_jsonl
     from speed.synth.planning import plan_prompts
 
-    tasks = list(read_jsonl(run_dir / "brainstorm" / "tasks.jsonl"))
-    topics = list(read_jsonl(run_dir / "topics" / "topics.jsonl"))
-    return plan_prompts(cfg.run.seed, "bench-synthesis", n, cfg.stage("synthesize").proportions, tasks, topics)
+    from speed.stages import artifact_path, provider
+
+    tasks = list(read_jsonl(artifact_path(run_dir, "tasks")))
+    topics = list(read_jsonl(artifact_path(run_dir, "sampled-topics")))
+    proportions = cfg.stage(provider("synthetic-examples").name).proportions
+    return plan_prompts(cfg.run.seed, "bench-synthesis", n, proportions, tasks, topics)
 
 
 def model_ref(run_dir: Path, cfg, model: str, threads: int):
@@ -102,13 +105,14 @@ def transformers_side(run_dir: Path, model: str, cfg, prompts, scfg, threads: in
     from speed.models import resolve_model
     from speed.prompts import parse_example
     from speed.runtime.rundir import RunDir
+    from speed.stages import trainer_of
     from speed.train.common import trained_generator
 
     torch.set_num_threads(threads)
     if model == "teacher":
         base, adapter = resolve_model(cfg.model("teacher").model, want="hf"), None
     else:
-        gen = trained_generator(RunDir(run_dir), "train-senior")
+        gen = trained_generator(RunDir(run_dir), trainer_of("senior").name)
         base, adapter = gen.base_path, gen.adapter
     tok = transformers.AutoTokenizer.from_pretrained(base)
     net = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -231,14 +235,15 @@ def main() -> int:
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     from speed.runtime.config import load_config
+    from speed.stages import provider, trainer_of
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "train-senior").is_dir():
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / trainer_of("senior").name).is_dir():
         print(f"error: {run_dir} is not a run with a trained senior generator; run `make demo` first "
               "(or pass --run-dir of a run whose train-senior stage is done)", file=sys.stderr)
         return 2
     cfg = load_config(run_dir / "config.yaml")
-    scfg = cfg.stage("synthesize")
+    scfg = cfg.stage(provider("synthetic-examples").name)
     print(f"synthesis prompts, max_tokens {scfg.max_tokens}, temperature {scfg.temperature}, {args.threads} threads, "
           f"{args.slots} slots", flush=True)
     results = {}
