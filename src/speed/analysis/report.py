@@ -1,4 +1,4 @@
-"""The run report: one Markdown file and one self-contained HTML page in ``RUN_DIR/report/``.
+"""The run report: one Markdown file and one self-contained HTML page in the report stage's folder.
 
 It shows whatever is done: the stages, the data funnel, quality signals by kind (margin
 histogram, false-negative rate, length adherence), cost (from the ledger, against the paper's
