@@ -112,13 +112,12 @@ def _context(artifact: str, settings: CompareSettings, folder: Path):
     import dataclasses
 
     from ..runtime.config import build_config
-    from ..runtime.rundir import RunDir, StageContext, clear_stage_dir
+    from ..runtime.rundir import RunDir, StageContext
     from ..stages import provider
 
     name = provider(artifact).name
     config = build_config({"run": {"name": "compare", "seed": settings.seed}})
     sampling = {k: getattr(settings, k) for k in ("temperature", "top_p", "max_tokens") if getattr(settings, k) is not None}
-    clear_stage_dir(folder)  # shards of an earlier comparison: the request cache makes a rerun free instead
     return StageContext(name=name, config=config, cfg=dataclasses.replace(config.stage(name), **sampling),
                         rundir=RunDir(folder))
 
@@ -129,34 +128,34 @@ def generate_variant(variant: Variant, prompts, settings: CompareSettings, out: 
     from ..llm.cache import RequestCache
     from ..llm.client import LLMClient
     from ..llm.ledger import Ledger
+    from ..runtime.rundir import clear_stage_dir
     from ..stages.generation import generate_examples, to_example
     from ..stages.revise import revise_examples
 
     cache = RequestCache(out / "cache.sqlite")
     ledger = Ledger(out / "ledger.jsonl")
     folder = out / "work" / _safe(variant.name)
+    clear_stage_dir(folder)  # shards of an earlier comparison: the request cache makes a rerun free instead
     ctx = _context("synthetic-examples", settings, folder)
     gen = LLMClient(variant.generator, role="generator", stage=f"compare:{variant.name}", cache=cache, ledger=ledger)
-    rows = []
-    for g in generate_examples(ctx, gen, prompts, ctx.cfg, keep_tokens=True):
-        p = g["prompt"]
-        rows.append({"variant": variant.name, "prompt_id": p["id"], "kind": p["kind"], "task": p["task"],
-                     "topic": p["topic"], "attributes": p["attributes"], "raw": g["raw"], "error": g["error"],
-                     "parsed_json": g["parsed_json"], "valid": g["ok"], "reason": g["reason"], "fields": g["fields"],
-                     "length_ok": g["length_ok"] if g["ok"] else {}, "revised": False,
-                     "prompt_tokens": g["prompt_tokens"], "completion_tokens": g["completion_tokens"], "row": g})
+    gens = generate_examples(ctx, gen, prompts, ctx.cfg, keep_tokens=True)
+    rows = [{"variant": variant.name, "prompt_id": g["prompt"]["id"], "kind": g["prompt"]["kind"],
+             "task": g["prompt"]["task"], "topic": g["prompt"]["topic"], "attributes": g["prompt"]["attributes"],
+             "raw": g["raw"], "error": g["error"], "parsed_json": g["parsed_json"], "valid": g["ok"],
+             "reason": g["reason"], "fields": g["fields"], "length_ok": g["length_ok"] if g["ok"] else {},
+             "revised": False, "prompt_tokens": g["prompt_tokens"], "completion_tokens": g["completion_tokens"]}
+            for g in gens]
     if variant.revisor is not None:
-        todo = [r for r in rows if r["valid"]]
+        todo = [i for i, g in enumerate(gens) if g["ok"]]
         rctx = _context("revised-examples", settings, folder)
         rev = LLMClient(variant.revisor, role="revisor", stage=f"compare:{variant.name}", cache=cache, ledger=ledger)
-        revised = revise_examples(rctx, rev, [to_example(r["row"], variant.generator.model) for r in todo], rctx.cfg)
-        for r, v in zip(todo, revised):
+        revised = revise_examples(rctx, rev, [to_example(gens[i], variant.generator.model) for i in todo], rctx.cfg)
+        for i, v in zip(todo, revised):
+            r = rows[i]
             r["revision_tokens"] = v["prompt_tokens"] + v["completion_tokens"]
             if v["fields"] is not None:
                 r["original_fields"] = r["fields"]
                 r["fields"], r["revised"], r["length_ok"] = v["fields"], True, v["length_ok"] or {}
-    for r in rows:
-        r.pop("row")
     cache.close()
     return rows
 
@@ -313,12 +312,11 @@ def _ref_label(ref) -> str:
 
 # -- prompts -----------------------------------------------------------------------------------------
 def plan(seed: int, count: int, tasks: list[dict], topics: list[dict], proportions: dict | None = None):
+    from ..stages import provider
     from ..synth.planning import PAPER_PROPORTIONS, plan_prompts
 
     tasks = [dict(t, id=t.get("id") or f"t{i}") for i, t in enumerate(tasks)]
     topics = [dict(t, id=t.get("id") or f"p{i}") for i, t in enumerate(topics)]
-    from ..stages import provider
-
     # planned as the synthesizing stage plans (its salt): a run's own prompts for the same seed and count
     return plan_prompts(seed, provider("synthetic-examples").name, count, proportions or PAPER_PROPORTIONS,
                         tasks, topics)

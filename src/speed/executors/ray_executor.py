@@ -175,15 +175,15 @@ class RayExecutor:
         payload = self._payload(process)
         host_cls, worker_cls = _actor_classes(ray)
         here = ray.get_runtime_context().get_node_id()
-        store_name = f"speed-host-{uuid.uuid4().hex}"
+        host_name = f"speed-host-{uuid.uuid4().hex}"
         shared = process.shared if isinstance(process, SharedWork) else {}
-        store = host_cls.options(name=store_name, num_cpus=0,
-                                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(shared)
+        host = host_cls.options(name=host_name, num_cpus=0,
+                                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(shared)
         n = self._n_workers(ray, len(tasks))
         run = self.run_config
         workers = [worker_cls.options(num_cpus=run.ray_cpus_per_worker, num_gpus=run.ray_gpus_per_worker,
                                       max_restarts=run.ray_max_restarts, max_task_retries=run.ray_max_restarts
-                                      ).remote(rank, n, store_name, payload) for rank in range(n)]
+                                      ).remote(rank, n, host_name, payload) for rank in range(n)]
         queue = collections.deque(dataclasses.replace(t, items=list(t.items), out=t.out.resolve(),
                                                       marker=t.marker.resolve()) for t in tasks)
         pending: dict[Any, tuple[Any, ShardTask]] = {}
@@ -203,13 +203,13 @@ class RayExecutor:
                 self._collect(ray, ref, task)
                 on_done(task)
                 submit(worker)
-            ray.get(store.close.remote())
+            ray.get(host.close.remote())
             ok = True
         finally:
             for w in workers:
                 ray.kill(w)
             if not ok:
-                ray.kill(store)
+                ray.kill(host)
 
     def _collect(self, ray, ref, task: ShardTask) -> None:
         try:
