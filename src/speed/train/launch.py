@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..errors import SpeedError
 
+
 def training_stages() -> tuple[str, ...]:
     """The stages that train a model (their declaration's ``trains``), in pipeline order."""
     from ..stages import declarations
