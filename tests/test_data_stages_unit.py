@@ -43,7 +43,9 @@ def _example(text, index):
     if '"S1"' in text:
         return {"S1": f"A cat sat {index}.", "S2": f"A cat was sitting {index}.", "S3": f"Stocks fell {index}."}
     if "input_text" in text:
-        return {"input_text": f"The movie was great {index}", "label": "positive", "misleading_label": "negative"}
+        # long enough for any sampled length ("at least 200" words at most: too_short below half of it)
+        return {"input_text": f"The movie was great {index}. " + "The plot was fine and the actors were good. " * 13,
+                "label": "positive", "misleading_label": "negative"}
     if "user_query" in text:
         return {"user_query": f"what is x {index}", "positive_document": f"x is a letter {index}",
                 "hard_negative_document": f"y is a letter {index}"}

@@ -256,3 +256,23 @@ def test_small_model_json_slips_are_repaired_and_named():
                                       '"hard_negative_document": "z w"}').value["user_query"] == "a\\'b"
     assert parse_example("retrieval", '{"user_query": "the "q" itself", "positive_document": "x y", '
                                       '"hard_negative_document": "z w"}').reason == "invalid_json"
+
+
+def test_brainstorm_numbering_and_questions():
+    """Seen in a demo run: "Task 1: Given a location ..." kept its numbering; a question became a task."""
+    from speed.prompts.parse import clean_task, task_problem
+
+    r = parse_brainstorm('["Task 1: Given a location and a search query, retrieve listings", "2. Retrieve recipes"]')
+    assert r.value == ["Given a location and a search query, retrieve listings", "Retrieve recipes"]
+    assert clean_task("(3) Classify reviews") == "Classify reviews"
+    assert clean_task("Task: Identify the sentiment") == "Identify the sentiment"
+    assert task_problem("What is the approximate cost of a property in this area?")[0] == "question_not_task"
+    assert task_problem("Is this review positive") is not None
+    assert task_problem("Given a question, retrieve passages that answer it") is None
+
+
+def test_classification_input_far_below_its_sampled_length_is_rejected():
+    ex = {"input_text": " ".join(["word"] * 25), "label": "a", "misleading_label": "b"}
+    assert parse_example("classification", json.dumps(ex), {"num_words": "at least 100"}).reason == "too_short"
+    assert parse_example("classification", json.dumps(ex), {"num_words": "at least 50"}).ok  # 25 = half: kept
+    assert parse_example("classification", json.dumps(ex), {"num_words": "less than 10"}).ok  # flagged only

@@ -4,13 +4,15 @@ The JSON is found by ``json_repair.extract_json``; every result keeps the raw te
 that were needed, and parsing never raises. An example is checked against its kind: the kind's
 keys present, values non-empty strings, extra keys dropped (and listed), then the kind's own rules
 in ``_KINDS`` (positive != negative, label != misleading_label, S1/S2/S3 distinct, ...). Length
-rules implied by the sampled attributes are checked and recorded in ``length_ok`` (never enforced).
-Brainstorm task lists, judge verdicts and revisions are parsed here too.
+rules implied by the sampled attributes are checked and recorded in ``length_ok``; only a
+classification input shorter than half the minimum its sampled length asks for is rejected
+(``too_short``). Brainstorm task lists (numbering such as "Task 1:" stripped; a question offered as a
+task is rejected by ``task_problem``), judge verdicts and revisions are parsed here too.
 
 Reason codes: no_json, invalid_json, not_an_object, not_a_list, missing_key, not_a_string,
 empty_value, placeholder_value, duplicate_key, positive_equals_negative, query_equals_document,
-input_equals_positive, bad_label, duplicate_sentences, empty_list, bad_index, best_equals_worst,
-bad_revision.
+input_equals_positive, bad_label, duplicate_sentences, too_short, empty_list, bad_index,
+best_equals_worst, bad_revision; for brainstormed tasks: question_not_task.
 """
 
 from __future__ import annotations
@@ -84,6 +86,13 @@ def _length_ok(text: str, spec: str) -> bool | None:
 class _Rules(NamedTuple):
     checks: tuple[tuple[str, str, Callable[[dict[str, str]], bool]], ...]  # (reason, detail, rejects(example))
     lengths: Callable[[dict[str, Any]], dict[str, Any]]  # sampled attributes -> {key: length spec or None}
+    enforced: tuple[str, ...] = ()  # keys rejected as too_short below half the minimum their spec asks for
+
+
+def too_short(text: str, spec: Any) -> bool:
+    """``text`` has fewer than half the words that an "at least N" (or "N to M") ``spec`` asks for."""
+    rule = _length_rule(str(spec)) if spec is not None else None
+    return rule is not None and rule[0] in ("ge", "range") and word_count(text) * 2 < rule[1]
 
 
 _SAME_INPUT = (("input_equals_positive", "input and positive_document are the same",
@@ -98,7 +107,7 @@ _KINDS: dict[str, _Rules] = {  # kind -> its rules, checked in order after the g
                                    "hard_negative_document": a.get("num_words")}),
     "classification": _Rules((("bad_label", "label equals misleading_label",
                                lambda e: _norm(e["label"]) == _norm(e["misleading_label"])),),
-                             lambda a: {"input_text": a.get("num_words")}),
+                             lambda a: {"input_text": a.get("num_words")}, enforced=("input_text",)),
     "sts": _Rules((("duplicate_sentences", "S1, S2 and S3 are not all different",
                     lambda e: len({_norm(e[k]) for k in ("S1", "S2", "S3")}) < 3),), lambda a: {}),
     "short-short": _Rules(_SAME_INPUT, lambda a: dict.fromkeys(("input", "positive_document"), "at most 40")),
@@ -150,9 +159,15 @@ def validate_example(kind: str, obj: Any, raw: str = "", attributes: dict[str, A
         if _PLACEHOLDER.match(v) or _norm(v) == _norm(k) or _norm(v).replace(" ", "_") == k.lower():
             return _reject(raw, "placeholder_value", f"{k} = {v.strip()[:40]!r}", repairs, dropped_keys=dropped)
         ex[k] = v.strip()
-    for reason, detail, rejects in _KINDS[kind].checks:
+    rules = _KINDS[kind]
+    for reason, detail, rejects in rules.checks:
         if rejects(ex):
             return _reject(raw, reason, detail, repairs, dropped_keys=dropped)
+    specs = rules.lengths(attributes or {})
+    for k in rules.enforced:
+        if too_short(ex[k], specs.get(k)):
+            return _reject(raw, "too_short", f"{k} has {word_count(ex[k])} words; asked: {specs[k]}", repairs,
+                           dropped_keys=dropped)
     return Parsed(ok=True, raw=raw, value=ex, repairs=repairs, dropped_keys=dropped,
                   length_ok=_lengths(kind, ex, attributes))
 
@@ -193,6 +208,26 @@ def _markdown_items(text: str) -> list[str]:
     return out
 
 
+_TASK_NUMBER = re.compile(r"^\s*(?:(?:task|example)\s*#?\s*\d*\s*[:.)\-]|#?\d{1,3}\s*[:.)\-]|\(\d{1,3}\))\s*", re.I)
+_QUESTION_START = re.compile(r"^(?:what|how|why|when|where|which|who|whom|whose|is|are|can|could|does|do|did|"
+                             r"should|would|will|was|were|has|have)\b", re.I)
+
+
+def clean_task(text: str) -> str:
+    """A brainstormed task without its list numbering ("Task 1: ...", "2. ...", "(3) ...") or quotes."""
+    t = " ".join(str(text).split()).strip().strip('"').strip()
+    return _TASK_NUMBER.sub("", t, count=1).strip()
+
+
+def task_problem(task: str) -> tuple[str, str] | None:
+    """(reason, detail) when a brainstormed task is not a task description: a question is an example
+    query, not the task the example belongs to."""
+    t = task.strip()
+    if t.endswith("?") or _QUESTION_START.match(t):
+        return "question_not_task", "a question, not a task description"
+    return None
+
+
 def parse_brainstorm(text: str) -> Parsed:
     """A list of task strings (possibly wrapped in an object); non-strings dropped, duplicates removed."""
     raw = text if isinstance(text, str) else repr(text)
@@ -222,8 +257,8 @@ def parse_brainstorm(text: str) -> Parsed:
             if not isinstance(item, str) or not item.strip() or _PLACEHOLDER.match(item):
                 dropped += 1
                 continue
-            t = " ".join(item.split())
-            if _norm(t) in seen:
+            t = clean_task(item)
+            if not t or _norm(t) in seen:
                 dropped += 1
                 continue
             seen.add(_norm(t))

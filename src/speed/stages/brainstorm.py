@@ -1,8 +1,9 @@
 """Stage ``brainstorm``: the teacher proposes task descriptions per (topic, asymmetric kind).
 
 Output ``brainstorm/tasks.jsonl`` (one row per kept task: id, kind, task, topic, topic_id,
-topic_path) and ``brainstorm/rejected.jsonl`` (unparseable answers with their raw text, and tasks
-dropped as duplicates). ``tasks_per_topic`` (default 1, the paper's best) are kept per (topic, kind).
+topic_path) and ``brainstorm/rejected.jsonl`` (unparseable answers with their raw text, tasks
+dropped as duplicates, and questions offered as tasks: ``question_not_task``). List numbering such
+as "Task 1:" is stripped by the parser. ``tasks_per_topic`` (default 1, the paper's best) are kept per (topic, kind).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..prompts import ASYMMETRIC_KINDS, BRAINSTORM_SCHEMA, brainstorm_messages, parse_brainstorm
+from ..prompts.parse import task_problem
 from ..runtime.configschema import check
 from ..synth.records import Rejection
 from . import Stage, provider
@@ -76,6 +78,12 @@ def run(ctx) -> None:
             if n >= cfg.tasks_per_topic:
                 break
             task = normalise_task(task)
+            problem = task_problem(task) if task else None
+            if problem is not None:
+                rejected.append(Rejection(id=rid, stage=ctx.name, reason=problem[0], raw=task, detail=problem[1],
+                                          kind=k, model=model))
+                count_reason(ctx.counts, "rejected", problem[0])
+                continue
             key = (k, _key(task))
             if not task or key in seen:
                 rejected.append(Rejection(id=rid, stage=ctx.name, reason="duplicate_task", raw=task,

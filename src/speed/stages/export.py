@@ -7,14 +7,16 @@ Outputs in ``export/``:
   false_negative`` (cosines by the reference embedder);
 - ``st_triplets.jsonl`` (anchor, positive, negative: kinds with a hard negative) and
   ``st_pairs.jsonl`` (anchor, positive: matching kinds, in-batch negatives only);
-- ``filtered.jsonl``: rows dropped by the optional false-negative filter, with the reason;
+- ``filtered.jsonl``: rows dropped as likely false negatives (their negative is as close to the query
+  as the positive), with the reason: those of ``false_negative_kinds`` (default ``[sts]``) always,
+  every kind with ``drop_false_negatives``;
 - ``DATACARD.md``: counts by kind, the funnel (prompted -> parsed -> valid -> revised -> kept),
   quality and the cost of the run so far.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..llm.ledger import iter_ledger, summarize, totals
 from ..runtime.configschema import check
@@ -28,7 +30,10 @@ COLUMNS = ("id", "kind", "task", "query", "positive", "negative", "topic", "mode
 @dataclass
 class Config:
     quality: bool = True
-    drop_false_negatives: bool = False
+    drop_false_negatives: bool = False  # every kind
+    # kinds whose likely false negatives are dropped even with drop_false_negatives off (quality on): an STS
+    # triple whose "less similar" S3 is as close to S1 as S2 is teaches nothing (three near-paraphrases)
+    false_negative_kinds: list[str] = field(default_factory=lambda: ["sts"])
     false_negative_margin: float = 0.0
     batch_size: int = 64
 
@@ -36,6 +41,10 @@ class Config:
         check(-1.0 <= self.false_negative_margin <= 1.0, f"{where}.false_negative_margin",
               self.false_negative_margin, "must be in [-1, 1]")
         check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
+        from ..prompts.schemas import TASK_KINDS
+
+        for i, k in enumerate(self.false_negative_kinds):
+            check(k in TASK_KINDS, f"{where}.false_negative_kinds[{i}]", k, "one of " + ", ".join(TASK_KINDS))
         check(self.quality or not self.drop_false_negatives, f"{where}.drop_false_negatives",
               self.drop_false_negatives, "needs quality: true (the filter uses the similarity signals)")
 
@@ -82,7 +91,7 @@ def run(ctx) -> None:
     rows, filtered = [], []
     for e, sig in zip(examples, signals):
         row = _row(e, sig)
-        if cfg.drop_false_negatives and row["false_negative"]:
+        if row["false_negative"] and (cfg.drop_false_negatives or row["kind"] in cfg.false_negative_kinds):
             filtered.append({**row, "reason": "false_negative"})
         else:
             rows.append(row)
