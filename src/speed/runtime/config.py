@@ -162,12 +162,52 @@ class ScalingConfig:
 
 
 @dataclass
+class StudyConfig:
+    """``speed study``: the ablation, data-signal, downstream, scaling and cost study over the run of the
+    same config (see ``speed.analysis.study``). Ignored by ``speed run``."""
+
+    results_dir: str = "docs/results"  # tables, plots, raw results and the variants' data (committed)
+    work_dir: str = "runs/study"  # generations, request cache, trained embedders (not committed)
+    target: int = 300  # valid examples per variant
+    max_prompts: int = 480  # cap on prompts per variant (a variant short of the target reports its yield)
+    chunk: int = 60  # prompts generated per round until the target is reached
+    prompt_seed: int = 1
+    variants: list[str] = field(default_factory=lambda: ["base", "junior", "senior", "senior+revisor",
+                                                         "teacher-direct"])
+    judge_sample: int = 30  # valid examples per variant rated by the teacher (1-5 rubric)
+    judge_max_tokens: int = 96
+    eval_tasks: list[str] = field(default_factory=list)  # task folders ([]: the built-in tasks)
+    embedders: dict = field(default_factory=dict)  # name -> {model, train: {train-embedder keys}}
+    select: dict = field(default_factory=dict)  # {embedder, holdout, candidates: [{train keys}]}: chosen on data
+    scaling_embedder: str | None = None  # default: the first embedder
+    scaling_sizes: list[int] = field(default_factory=list)  # [] = 5 sizes up to all of the best variant
+    target_score: float | None = None  # the scaling fit's predicted size for this score
+    bootstrap: int = 1000
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        check(self.target >= 1, f"{where}.target", self.target, "must be >= 1")
+        check(self.max_prompts >= self.chunk >= 1, f"{where}.max_prompts", self.max_prompts, "must be >= chunk >= 1")
+        known = ("base", "junior", "senior", "senior+revisor", "junior+revisor", "teacher-direct")
+        for i, v in enumerate(self.variants):
+            check(v in known, f"{where}.variants[{i}]", v, "one of " + ", ".join(known))
+        check(self.judge_sample >= 0, f"{where}.judge_sample", self.judge_sample, "must be >= 0")
+        check(self.bootstrap >= 100, f"{where}.bootstrap", self.bootstrap, "must be >= 100")
+        for name, spec in self.embedders.items():
+            check(isinstance(spec, dict) and isinstance(spec.get("model"), str), f"{where}.embedders.{name}", spec,
+                  "must be {model: NAME, train: {train-embedder keys}}")
+        for i, n in enumerate(self.scaling_sizes):
+            check(n >= 1, f"{where}.scaling_sizes[{i}]", n, "must be >= 1")
+
+
+@dataclass
 class SpeedConfig:
     run: RunConfig
     models: dict[str, ModelRef]
     stages: dict[str, Any]
     source: str | None = None
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def stage(self, name: str):
         from ..stages import stage_config_class
@@ -184,7 +224,7 @@ class SpeedConfig:
 
     def to_dict(self) -> dict:
         out = {"run": to_dict(self.run), "models": {k: to_dict(v) for k, v in self.models.items()},
-               "scaling": to_dict(self.scaling)}
+               "scaling": to_dict(self.scaling), "study": to_dict(self.study)}
         for name, cfg in self.stages.items():
             out[name] = to_dict(cfg)
         return out
@@ -245,6 +285,7 @@ def build_config(data: dict, source: str | None = None) -> SpeedConfig:
     data = dict(data)
     run = from_dict(RunConfig, data.pop("run", None), "run")
     scaling = from_dict(ScalingConfig, data.pop("scaling", None), "scaling")
+    study = from_dict(StudyConfig, data.pop("study", None), "study")
     models_raw = data.pop("models", None) or {}
     if not isinstance(models_raw, dict):
         raise ConfigError(f"config error: models = {models_raw!r} is not allowed: expected a mapping of roles")
@@ -259,7 +300,7 @@ def build_config(data: dict, source: str | None = None) -> SpeedConfig:
     for section, body in data.items():
         name = str(section).replace("_", "-")
         if name not in STAGE_ORDER:
-            allowed = ", ".join(("run", "models", "scaling") + STAGE_ORDER)
+            allowed = ", ".join(("run", "models", "scaling", "study") + STAGE_ORDER)
             raise ConfigError(f"config error: unknown section '{section}' (allowed: {allowed})")
         from ..stages import is_implemented
 
@@ -267,7 +308,7 @@ def build_config(data: dict, source: str | None = None) -> SpeedConfig:
             raise ConfigError(f"config error: section '{section}' is for stage {name}, which is not implemented "
                               "yet; remove its keys")
         stages[name] = from_dict(stage_config_class(name), body, name)
-    return SpeedConfig(run=run, models=models, stages=stages, source=source, scaling=scaling)
+    return SpeedConfig(run=run, models=models, stages=stages, source=source, scaling=scaling, study=study)
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> SpeedConfig:
