@@ -138,7 +138,10 @@ def generate_variant(variant: Variant, prompts, settings: CompareSettings, out: 
     clear_stage_dir(folder)  # shards of an earlier comparison: the request cache makes a rerun free instead
     ctx = _context("synthetic-examples", settings, folder)
     gen = LLMClient(variant.generator, role="generator", stage=f"compare:{variant.name}", cache=cache, ledger=ledger)
-    gens = generate_examples(ctx, gen, prompts, ctx.cfg, keep_tokens=True)
+    try:
+        gens = generate_examples(ctx, gen, prompts, ctx.cfg, keep_tokens=True)
+    finally:
+        gen.close()  # a managed llama-server stops here, not at exit
     rows = [{"variant": variant.name, "prompt_id": g["prompt"]["id"], "kind": g["prompt"]["kind"],
              "task": g["prompt"]["task"], "topic": g["prompt"]["topic"], "attributes": g["prompt"]["attributes"],
              "raw": g["raw"], "error": g["error"], "parsed_json": g["parsed_json"], "valid": g["ok"],
@@ -149,7 +152,10 @@ def generate_variant(variant: Variant, prompts, settings: CompareSettings, out: 
         todo = [i for i, g in enumerate(gens) if g["ok"]]
         rctx = _context("revised-examples", settings, folder)
         rev = LLMClient(variant.revisor, role="revisor", stage=f"compare:{variant.name}", cache=cache, ledger=ledger)
-        revised = revise_examples(rctx, rev, [to_example(gens[i], variant.generator.model) for i in todo], rctx.cfg)
+        try:
+            revised = revise_examples(rctx, rev, [to_example(gens[i], variant.generator.model) for i in todo], rctx.cfg)
+        finally:
+            rev.close()
         for i, v in zip(todo, revised):
             r = rows[i]
             r["revision_tokens"] = v["prompt_tokens"] + v["completion_tokens"]

@@ -215,6 +215,34 @@ def add_parsers(sub) -> None:
     add_compare_arguments(m)
     m.set_defaults(func=cmd_compare)
 
+    st = sub.add_parser("study", help="the quality study: ablation, data signals, downstream, scaling, cost (resumable)")
+    st.add_argument("config", help="a run config with a study section (configs/study.yaml)")
+    st.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    mode = st.add_mutually_exclusive_group()
+    mode.add_argument("--tables-only", action="store_true",
+                      help="only re-render the tables and plots from RESULTS/raw (no model runs)")
+    mode.add_argument("--from-data", action="store_true",
+                      help="skip generation: train and evaluate the embedders on the variants' committed data "
+                           "(RESULTS/data/*.parquet), then render")
+    st.set_defaults(func=cmd_study)
+
+
+def cmd_study(args) -> int:
+    from ..analysis.study import Study
+    from ..analysis.study_tables import render
+    from ..runtime.config import load_config
+    from ..runtime.pipeline import install_signal_handlers
+
+    config = load_config(args.config, args.set)
+    if args.tables_only:
+        res = render(config.study.results_dir)
+    else:
+        install_signal_handlers()
+        res = Study(config, log=lambda m: print(m, flush=True), from_data=args.from_data).run()
+    for name, path in sorted(res["paths"].items()):
+        print(f"{name}: {path}")
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m speed.cli.eval_commands COMMAND ...``: these commands alone, with speed's error handling."""

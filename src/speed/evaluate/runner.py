@@ -18,13 +18,15 @@ from .tasks import Task, load_tasks
 InstructionMode = Literal["auto", "on", "off"]
 
 
-def evaluate_task(encoder: Encoder, task: Task, instruction: bool) -> dict:
-    """The metrics of one task (``main_score`` and ``metric`` included)."""
+def evaluate_task(encoder: Encoder, task: Task, instruction: bool, keep_items: bool = False) -> dict:
+    """The metrics of one task (``main_score`` and ``metric`` included; with ``keep_items`` the per-item
+    values that ``speed.evaluate.bootstrap`` resamples, where the task type has them)."""
     ins = task.instruction if instruction and task.instruction else None
     if task.type not in TASK_TYPES:  # pragma: no cover - rejected by the reader
         raise InputError(f"{task.path / 'task.json'}: unknown task type {task.type!r}")
     t0 = time.time()
     m = TASK_TYPES[task.type]().evaluate(encoder, task, ins)
+    items = m.pop("items", None)
     metric = task.main_score
     if metric not in m:
         raise InputError(f"{task.path / 'task.json'}:1: main_score {metric!r} is not a metric of type {task.type} "
@@ -32,6 +34,8 @@ def evaluate_task(encoder: Encoder, task: Task, instruction: bool) -> dict:
     out = {"metric": metric, "main_score": float(m[metric]), "type": task.type, "instruction": ins,
            "seconds": round(time.time() - t0, 3)}
     out.update({k: v for k, v in m.items() if k != "main_score"})
+    if keep_items and items is not None:
+        out["items"] = items
     return out
 
 
@@ -47,7 +51,7 @@ def resolve_instruction(mode: InstructionMode, model: str, path: str | None = No
 def evaluate_model(model: str, task_dirs: Sequence[str] | None = None, instruction: InstructionMode = "auto",
                    cache_dir: str | None = None, use_cache: bool = True, batch_size: int = 32,
                    configured_instruction: bool | None = None, tasks: Sequence[Task] | None = None,
-                   log=None) -> dict:
+                   log=None, keep_items: bool = False) -> dict:
     """Evaluate ``model`` (an offline name, a sentence-transformers folder or a hub id) on task folders
     (default: the built-in tasks). Every folder is validated before anything is encoded."""
     tasks = list(tasks) if tasks is not None else load_tasks(task_dirs)
@@ -60,7 +64,7 @@ def evaluate_model(model: str, task_dirs: Sequence[str] | None = None, instructi
         for task in tasks:
             if log:
                 log(f"[eval] {task.name} ({task.type}) ...")
-            results[task.name] = evaluate_task(enc, task, on)
+            results[task.name] = evaluate_task(enc, task, on, keep_items)
             if log:
                 r = results[task.name]
                 log(f"[eval] {task.name}: {r['metric']} {r['main_score']:.4f} ({r['seconds']:.1f}s)")

@@ -349,3 +349,23 @@ def parse_revision(kind: str, text: str, attributes: dict[str, Any] | None = Non
                       dropped_keys=dropped, length_ok=inner.length_ok, inner=inner)
     except Exception as exc:  # pragma: no cover
         return _reject(raw, "invalid_json", f"parser error: {type(exc).__name__}", [])
+
+
+def parse_rubric(text: str) -> Parsed:
+    """The three 1-5 rubric scores (``prompts.rubric``); a score outside 1-5 or missing rejects the answer."""
+    from .rubric import RUBRIC_KEYS
+
+    raw = text if isinstance(text, str) else repr(text)
+    try:
+        val, repairs, bad = _object_with_keys(text, raw, RUBRIC_KEYS)
+        if bad is not None:
+            return bad
+        scores = {}
+        for k in RUBRIC_KEYS:
+            v = _as_index(val[k])
+            if v is None or not 1 <= v <= 5:
+                return _reject(raw, "bad_score", f"{k} = {val[k]!r} (expected an integer 1-5)", repairs)
+            scores[k] = v
+        return Parsed(ok=True, raw=raw, value=scores, repairs=repairs)
+    except Exception as exc:  # pragma: no cover
+        return _reject(raw, "invalid_json", f"parser error: {type(exc).__name__}", [])

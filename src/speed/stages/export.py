@@ -58,7 +58,7 @@ def _row(e: Example, signals: dict | None) -> dict:
     return row
 
 
-def _write_parquet(path, rows: list[dict]) -> None:
+def write_parquet(path, rows: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -99,7 +99,7 @@ def run(ctx) -> None:
         print(f"[{ctx.name}] warning: 0 examples to export ({len(examples)} reached it, {len(filtered)} filtered); "
               "see the rejected / removed files of the earlier stages (speed status)", flush=True)
     ctx.write_jsonl("data.jsonl", rows)
-    _write_parquet(ctx.dir / "data.parquet", rows)
+    write_parquet(ctx.dir / "data.parquet", rows)
     ctx.register_output("data.parquet", rows=len(rows))
     ctx.write_jsonl("st_triplets.jsonl", ({"anchor": r["query"], "positive": r["positive"], "negative": r["negative"]}
                                           for r in rows if TRIPLET_KEYS[r["kind"]][2] is not None))

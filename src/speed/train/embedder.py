@@ -293,24 +293,42 @@ def train_embedder(base_model: str, rows: list[dict], out: str | os.PathLike, cf
             model = SentenceTransformer(str(gathered), device="cpu")
         if use_lora:
             summary["lora_layers_merged"] = merge_lora(model)
-        tmp = out / ".model.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save(str(tmp))
-        info = {"family": family, "instruction": instruction, "template": template,
-                "document_instruction": False, "pooling": "lasttoken" if family == "decoder" else "model",
-                "eos_appended": family == "decoder", "max_length": hp["max_length"]}
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        final = out / "model"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        save_model(model, out, family, template, hp["max_length"])
         if gathered is not None:
             shutil.rmtree(gathered, ignore_errors=True)
         atomic_write_jsonl(out / "train_log.jsonl", history)
     summary.update(model=str(out / "model"), family=family, instruction=instruction, hyperparameters=hp,
                    history=history)
     return summary
+
+
+def save_model(model, out: Path, family: str, template: str | None, max_length: int) -> Path:
+    """``model`` into ``out/model`` (atomically) with its ``speed_embedder.json`` (pooling, instruction)."""
+    tmp = out / ".model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save(str(tmp))
+    info = {"family": family, "instruction": template is not None, "template": template,
+            "document_instruction": False, "pooling": "lasttoken" if family == "decoder" else "model",
+            "eos_appended": family == "decoder", "max_length": max_length}
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    final = out / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def untrained_embedder(base_model: str, out: str | os.PathLike, cfg, instruction: bool | None = None) -> str:
+    """``base_model`` set up exactly as ``train_embedder`` sets it up (a decoder: EOS appended, last-token
+    pooling; the same instruction and max length), saved untrained: the zero-shot baseline of a study."""
+    from ..models import resolve_model
+
+    out, model_path = Path(out), resolve_model(base_model, want="embedder")
+    family = detect_family(model_path) if cfg.family == "auto" else cfg.family
+    hp, instruction = cfg.hyperparameters(family), instruction_on(instruction, family)
+    model = load_embedder(model_path, family, hp["max_length"], hp["dtype"])
+    return str(save_model(model, out, family, cfg.query_template if instruction else None, hp["max_length"]))
 
 
 def load_trained(path: str | os.PathLike, device: str | None = None):

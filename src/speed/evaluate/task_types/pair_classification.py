@@ -82,4 +82,6 @@ def pair_classification_scores(emb1: np.ndarray, emb2: np.ndarray, labels: Seque
     for m in ("accuracy", "f1", "ap"):
         out[f"max_{m}"] = max(out[f"{n}_{m}"] for n in ("cosine", "manhattan", "euclidean", "dot"))
     out["main_score"] = out["max_ap"]
+    # per pair, for bootstrap intervals: AP of the cosine similarity (max_ap is the cosine AP or close to it)
+    out["items"] = {"stat": "ap", "gold": labels.tolist(), "pred": (1 - paired_cosine_distances(e1, e2)).tolist()}
     return out

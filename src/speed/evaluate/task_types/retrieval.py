@@ -124,4 +124,6 @@ def retrieval_scores(results: dict[str, dict[str, float]], qrels: dict[str, dict
     out["mrr_at_10"] = float(np.mean(rr)) if rr else 0.0
     out["evaluated_queries"] = len(per_query)
     out["main_score"] = out["ndcg_at_10"]
+    # per judged query (sorted by id): nDCG@10, whose mean is the main score
+    out["items"] = {"stat": "mean", "values": [per_query[q]["ndcg_cut_10"] for q in sorted(per_query)]}
     return out

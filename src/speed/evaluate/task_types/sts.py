@@ -49,4 +49,6 @@ def sts_scores(emb1: np.ndarray, emb2: np.ndarray, gold: Sequence[float], min_sc
         out[f"{name}_pearson"] = float(pearsonr(gold, s)[0])
         out[f"{name}_spearman"] = float(spearmanr(gold, s)[0])
     out["main_score"] = out["cosine_spearman"]
+    # per pair, for paired bootstrap intervals (speed.evaluate.bootstrap): Spearman of gold vs cosine
+    out["items"] = {"stat": "spearman", "gold": gold.tolist(), "pred": sims["cosine"].tolist()}
     return out

@@ -188,6 +188,7 @@ class OpenAIBackend:
         self.clients = [openai.OpenAI(base_url=u, api_key=key or "EMPTY", max_retries=0, timeout=ref.timeout_s)
                         for u in urls]
         self._pool = ThreadPoolExecutor(max_workers=max(1, ref.max_concurrency), thread_name_prefix="speed-openai")
+        self._closing = threading.Event()  # set by close(): requests still in flight give up instead of retrying
         self._rng = random.Random()
 
     # -- one request ------------------------------------------------------------------------------
@@ -265,6 +266,8 @@ class OpenAIBackend:
                                       index=index, endpoint_failures=failures or None)
             finally:
                 self.endpoints.release(ep, failed=blame)
+            if self._closing.is_set():  # interrupted (a kill, Ctrl-C): no retry; nobody reads this any more
+                return Completion(error="interrupted", index=index)
             backoff = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
             delay = self._rng.uniform(0, backoff)  # full jitter
             if wait is not None:  # the server said when: wait that long (capped), plus a little jitter
@@ -322,7 +325,10 @@ class OpenAIBackend:
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        # an interrupted stage leaves requests in flight: queued ones are cancelled and running ones are not
+        # waited for (a local server is stopped next, which ends them; they give up instead of retrying)
+        self._closing.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for c in self.clients:
             try:
                 c.close()

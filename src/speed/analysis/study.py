@@ -1,0 +1,510 @@
+"""``speed study CONFIG``: does the aligned small generator write data that trains a better embedder?
+
+The config is a run config with a ``study`` section (``runtime.config.StudyConfig``). Steps, each
+resumable (every model call is cached in ``work_dir/cache.sqlite``, every finished step or model is
+kept, so a rerun after a kill pays nothing twice):
+
+1. ``speed-run``: the config's pipeline up to ``run.until`` (the SPEED alignment: teacher seed data,
+   junior SFT, teacher judge -> senior DPO, teacher revisions -> revisor SFT).
+2. ``generate``: the same planned prompts (the synthesize stage's planning, sampling and generation
+   path) through each variant -- untrained base, junior, senior, senior + revisor, teacher-direct -- in
+   rounds until ``target`` final examples or ``max_prompts``. Final = schema-valid and not dropped by
+   the export's false-negative rule (``export.false_negative_kinds``); every row keeps its raw text
+   and reason. The variants' final examples go to ``results_dir/data/VARIANT.parquet``.
+3. ``judge``: the teacher scores a fixed random sample of each variant's examples on a 1-5 rubric.
+4. ``select``: training settings of one embedder chosen on a held-out split of senior + revisor data
+   (never on the evaluation tasks).
+5. ``downstream``: per embedder, the untrained model and one model per variant (trained on equal
+   counts: ``target``, and the largest count every variant reached when one fell short), evaluated
+   on ``eval_tasks`` with per-item scores kept for paired bootstrap intervals.
+6. ``scaling``: the best SPEED variant at five nested sizes.
+7. ``cost``: teacher calls and tokens of the SPEED run and of teacher-direct generation.
+8. ``tables``: ``speed.analysis.study_tables`` renders every table and plot from ``results_dir/raw``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+
+SPEED_VARIANTS = ("base", "junior", "senior", "senior+revisor", "junior+revisor")
+
+
+class Study:
+    def __init__(self, config, log: Callable[[str], None] = print, from_data: bool = False):
+        from ..runtime.pipeline import default_run_dir
+
+        self.config, self.sc, self.log, self.from_data = config, config.study, log, from_data
+        self.work = Path(self.sc.work_dir)
+        self.results = Path(self.sc.results_dir)
+        self.raw = self.results / "raw"
+        self.run_dir = Path(default_run_dir(config))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.raw.mkdir(parents=True, exist_ok=True)
+        (self.results / "data").mkdir(parents=True, exist_ok=True)
+        self._embedder = None
+
+    # -- bookkeeping ------------------------------------------------------------------------------------
+    def read(self, name: str, default=None):
+        p = self.raw / f"{name}.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else default
+
+    def write(self, name: str, obj) -> None:
+        from ..io import atomic_write_text
+
+        atomic_write_text(self.raw / f"{name}.json", json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+
+    @contextmanager
+    def step(self, name: str):
+        """Wall time of a step, summed over the attempts that worked on it (``raw/timing.json``)."""
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            timing = self.read("timing", {})
+            entry = timing.setdefault(name, {"seconds": 0.0, "attempts": 0})
+            entry["seconds"] = round(entry["seconds"] + time.time() - t0, 1)
+            entry["attempts"] += 1
+            self.write("timing", timing)
+
+    def reference_embedder(self):
+        if self._embedder is None:
+            from ..runtime.config import ModelRef
+            from ..synth.quality import load_embedder
+
+            ref = self.config.models.get("reference_embedder") or ModelRef(backend="sentence-transformers",
+                                                                           model="all-minilm-l6-v2")
+            self._embedder = load_embedder(ref)
+        return self._embedder
+
+    # -- the whole study ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._provenance(started)
+        if not self.from_data:
+            with self.step("1 speed-run"):
+                from ..runtime.pipeline import Pipeline
+
+                Pipeline(self.config, self.run_dir).run(until=self.config.run.until, log=self.log)
+            prompts = self._prompts()
+            for v in self._variants():
+                with self.step(f"2 generate: {v.name}"):
+                    self._generate(v, prompts)
+            with self.step("3 judge"):
+                self._judge()
+        data = self._load_data()
+        with self.step("4 select"):
+            chosen = self._select(data)
+        with self.step("5 downstream"):
+            self._downstream(data, chosen)
+        with self.step("6 scaling"):
+            self._scaling(data, chosen)
+        if not self.from_data:
+            with self.step("7 cost"):
+                self._cost()
+        self._provenance(started, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        from .study_tables import render
+
+        return render(self.results)
+
+    def _provenance(self, started: str, finished: str | None = None) -> None:
+        import platform
+
+        src = Path(self.config.source) if self.config.source else None
+        if src is not None and src.is_file():
+            (self.raw / "config.yaml").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+            dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                        text=True, timeout=10).stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            commit, dirty = None, None
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+        prov = self.read("provenance", {})
+        prov.update({"commit": commit, "dirty": dirty, "config": str(src), "started_first": prov.get("started_first", started),
+                     "last_started": started, "machine": {"cpu": cpu, "cores": _cores(), "python": platform.python_version()}})
+        if finished:
+            prov["finished"] = finished
+        self.write("provenance", prov)
+
+    # -- 2: generation --------------------------------------------------------------------------------------
+    def _prompts(self):
+        from ..io import read_jsonl
+        from ..stages import artifact_path
+        from .compare import plan
+
+        tasks = list(read_jsonl(artifact_path(self.run_dir, "tasks")))
+        topics = list(read_jsonl(artifact_path(self.run_dir, "sampled-topics")))
+        syn = self.config.stage("synthesize")
+        prompts = plan(self.sc.prompt_seed, self.sc.max_prompts, tasks, topics, dict(syn.proportions))
+        if not prompts:
+            raise InputError(f"{self.run_dir}: no tasks or topics to plan the study's prompts from")
+        return prompts
+
+    def _variants(self):
+        from ..runtime.trained import effective_ref
+        from .compare import Variant
+
+        manifest = json.loads((self.run_dir / "manifest.json").read_text(encoding="utf-8"))
+        m = self.config.models
+
+        def trained(role):
+            ref = effective_ref(m[role], manifest, role, self.run_dir)
+            if not ref.adapter:
+                raise InputError(f"{self.run_dir}: no trained {role} (run the config through {self.config.run.until})")
+            return ref
+
+        make = {"base": lambda: Variant("base", m["senior"]), "junior": lambda: Variant("junior", trained("junior")),
+                "senior": lambda: Variant("senior", trained("senior")),
+                "senior+revisor": lambda: Variant("senior+revisor", trained("senior"), trained("revisor")),
+                "junior+revisor": lambda: Variant("junior+revisor", trained("junior"), trained("revisor")),
+                "teacher-direct": lambda: Variant("teacher-direct", m["teacher"])}
+        return [make[name]() for name in self.sc.variants]
+
+    def _settings(self):
+        from .compare import CompareSettings
+
+        syn = self.config.stage("synthesize")
+        return CompareSettings(temperature=syn.temperature, top_p=syn.top_p, max_tokens=syn.max_tokens,
+                               seed=self.config.run.seed, reference_embedder="")
+
+    def _generate(self, v, prompts) -> None:
+        from .compare import _ref_label, generate_variant, metrics
+
+        done = self.read("variants", {})
+        if v.name in done and done[v.name].get("complete"):
+            self.log(f"[study] {v.name}: generated before ({done[v.name]['final']} final examples)")
+            return
+        sc, t0 = self.sc, time.time()
+        n = min(sc.chunk, len(prompts))
+        while True:
+            self.log(f"[study] {v.name}: {n} prompts ...")
+            rows = generate_variant(v, prompts[:n], self._settings(), self.work)
+            self._finalize(rows)
+            k = sum(r["final"] for r in rows)
+            self.log(f"[study] {v.name}: {k} final examples from {n} prompts")
+            if k >= sc.target or n >= len(prompts):
+                break
+            rate = (k + 1) / (n + 2)
+            n = min(len(prompts), max(n + sc.chunk, math.ceil(sc.target / rate * 1.05)))
+        from ..io import atomic_write_jsonl
+
+        atomic_write_jsonl(self.work / "variants" / f"{v.name}.jsonl", rows)
+        finals = [i for i, r in enumerate(rows) if r["final"]]
+        used = rows[:finals[sc.target - 1] + 1] if len(finals) >= sc.target else rows
+        final_rows = [r for r in used if r["final"]]
+        self._write_data(v, final_rows)
+        m = metrics(used, None)
+        for kind, entry in m.items():  # the reference embedder's signals, as computed in _finalize
+            sel = [r for r in used if r["valid"] and (kind == "all" or r["kind"] == kind)]
+            margins = [r["margin"] for r in sel if r.get("margin") is not None]
+            fns = [r["false_negative"] for r in sel if r.get("false_negative") is not None]
+            entry["mean_margin"] = sum(margins) / len(margins) if margins else None
+            entry["false_negative_rate"] = sum(fns) / len(fns) if fns else None
+            entry["final"] = sum(r["final"] for r in sel)
+        dropped = {}
+        for r in used:
+            if not r["final"]:
+                reason = r["drop_reason"] or "llm_error"
+                dropped[reason] = dropped.get(reason, 0) + 1
+        done = self.read("variants", {})
+        done[v.name] = {"complete": True, "generator": _ref_label(v.generator),
+                        "revisor": _ref_label(v.revisor) if v.revisor else None,
+                        "prompts_generated": len(rows), "prompts_used": len(used), "valid": sum(r["valid"] for r in used),
+                        "final": len(final_rows), "reached_target": len(final_rows) >= sc.target,
+                        "yield": len(final_rows) / len(used) if used else 0.0, "dropped": dropped, "metrics": m,
+                        "seconds": round(time.time() - t0, 1)}
+        self.write("variants", done)
+
+    def _finalize(self, rows: list[dict]) -> None:
+        """``final`` per row: valid, and not a likely false negative of a kind the export drops them for."""
+        from ..synth.quality import similarity_signals
+        from .compare import _example
+
+        valid = [r for r in rows if r["valid"]]
+        sig = similarity_signals([_example(r) for r in valid], self.reference_embedder()) if valid else []
+        fn_kinds = set(self.config.stage("export").false_negative_kinds)
+        if self.config.stage("export").drop_false_negatives:
+            fn_kinds = {r["kind"] for r in rows}
+        for r in rows:
+            r.update(final=False, drop_reason=None if r["valid"] else r["reason"], sim_pos=None, sim_neg=None,
+                     margin=None, false_negative=None)
+        for r, s in zip(valid, sig):
+            r.update({k: s[k] for k in ("sim_pos", "sim_neg", "margin", "false_negative")})
+            if s["false_negative"] and r["kind"] in fn_kinds:
+                r["drop_reason"] = "false_negative"
+            else:
+                r["final"] = True
+
+    def _write_data(self, v, final_rows: list[dict]) -> None:
+        from ..stages.export import write_parquet
+        from .compare import _example, _ref_label
+
+        out = []
+        for r in final_rows:
+            e = _example(r)
+            out.append({"id": f"{v.name}-{r['prompt_id']}", "kind": e.kind, "task": e.task, "query": e.query,
+                        "positive": e.positive, "negative": e.negative or "", "topic": e.topic,
+                        "model": _ref_label(v.generator) + (f" + revisor {_ref_label(v.revisor)}" if v.revisor else ""),
+                        "revised": bool(r["revised"]), "length_ok": _all_true(r["length_ok"]),
+                        "sim_pos": r["sim_pos"], "sim_neg": r["sim_neg"], "margin": r["margin"],
+                        "false_negative": r["false_negative"]})
+        write_parquet(self.results / "data" / f"{_file(v.name)}.parquet", out)
+
+    def _load_data(self) -> dict[str, list[dict]]:
+        import pyarrow.parquet as pq
+
+        data = {}
+        for name in self.sc.variants:
+            p = self.results / "data" / f"{_file(name)}.parquet"
+            if not p.is_file():
+                raise InputError(f"{p}: missing (run the study's generation first: speed study CONFIG)")
+            data[name] = pq.read_table(p).to_pylist()
+        return data
+
+    # -- 3: the teacher's rubric -------------------------------------------------------------------------------
+    def _judge(self) -> None:
+        from ..llm.cache import RequestCache
+        from ..llm.client import LLMClient
+        from ..llm.ledger import Ledger
+        from ..prompts.parse import parse_rubric
+        from ..prompts.rubric import rubric_messages
+        from ..stages.generation import GenerationConfig, request
+
+        if self.sc.judge_sample == 0:
+            return
+        data = self._load_data()
+        done = self.read("judge", {})
+        sampling = GenerationConfig(temperature=0.0, max_tokens=self.sc.judge_max_tokens).sampling()
+        cache, ledger = RequestCache(self.work / "cache.sqlite"), Ledger(self.work / "ledger.jsonl")
+        try:
+            for name, rows in data.items():
+                if name in done:
+                    continue
+                sample = random.Random(f"{self.sc.seed}-judge-{name}").sample(rows, min(self.sc.judge_sample, len(rows)))
+                reqs = [request(rubric_messages(r["kind"], r["task"], r["query"], r["positive"], r["negative"] or None),
+                                sampling, seed=self.sc.seed) for r in sample]
+                client = LLMClient(self.config.models["teacher"], role="teacher", stage=f"study:judge:{name}",
+                                   cache=cache, ledger=ledger)
+                try:
+                    self.log(f"[study] judge: {name} ({len(reqs)} examples) ...")
+                    comps = client.generate(reqs, desc=f"judge {name}") if reqs else []
+                finally:
+                    client.close()
+                items = []
+                for r, c in zip(sample, comps):
+                    p = parse_rubric(c[0].text) if c[0].ok else None
+                    items.append({"id": r["id"], "kind": r["kind"], "scores": p.value if p and p.ok else None,
+                                  "raw": c[0].text, "reason": None if p and p.ok else (p.reason if p else "llm_error")})
+                done[name] = items
+                self.write("judge", done)
+        finally:
+            cache.close()
+
+    # -- 4-6: embedders ---------------------------------------------------------------------------------------
+    def _train_config(self, name: str, extra: dict | None = None):
+        from ..runtime.configschema import from_dict
+        from ..stages.train_embedder import Config
+
+        spec = self.sc.embedders[name]
+        return from_dict(Config, {**(spec.get("train") or {}), **(extra or {})}, f"study.embedders.{name}.train")
+
+    def _select(self, data) -> dict:
+        """Per embedder, the extra training settings: the held-out winner for ``select.embedder``."""
+        sel = self.sc.select or {}
+        chosen = {name: {} for name in self.sc.embedders}
+        cands = sel.get("candidates") or []
+        if not cands or sel.get("embedder") not in self.sc.embedders:
+            return chosen
+        name = sel["embedder"]
+        done = self.read("select", {})
+        key = json.dumps({"candidates": cands, "holdout": sel.get("holdout", 0.2)}, sort_keys=True)
+        if done.get("key") != key:
+            rows = _ordered(data.get("senior+revisor") or next(iter(data.values())), self.sc.seed)
+            n_hold = min(len(rows) - 1, max(1, round(len(rows) * float(sel.get("holdout", 0.2)))))
+            train, held = rows[n_hold:], rows[:n_hold]
+            results = []
+            for i, extra in enumerate(cands):
+                cfg = self._train_config(name, extra)
+                self.log(f"[study] select: {name} candidate {i + 1}/{len(cands)} {extra} ...")
+                mdir = self.work / "select" / f"c{i}"
+                summary = _train(self.sc.embedders[name]["model"], train, mdir, cfg, self.sc.seed)
+                results.append({"settings": extra, "heldout": heldout_retrieval(summary["model"], held),
+                                "train_loss": summary.get("train_loss"), "steps": summary.get("steps")})
+                _rm(mdir)
+            best = max(range(len(results)), key=lambda i: results[i]["heldout"]["mrr"])
+            done = {"key": key, "embedder": name, "train_rows": len(train), "heldout_rows": len(held),
+                    "candidates": results, "chosen": best}
+            self.write("select", done)
+        chosen[name] = done["candidates"][done["chosen"]]["settings"]
+        return chosen
+
+    def _downstream(self, data, chosen) -> None:
+        """Per embedder: untrained, and every variant at ``target`` examples (a variant short of it: all it
+        has); when one fell short, every variant again at the largest count all of them reached."""
+        counts = {name: len(rows) for name, rows in data.items()}
+        comparisons = {f"target: {self.sc.target} examples per variant":
+                       {v: min(self.sc.target, c) for v, c in counts.items() if c > 0}}
+        common = min(counts.values())
+        if 0 < common < self.sc.target:
+            comparisons[f"equal counts: {common} examples per variant (the most every variant reached)"] = \
+                {v: common for v in counts}
+        self.write("ablation", {"target": self.sc.target, "embedders": list(self.sc.embedders),
+                                "comparisons": comparisons})
+        for emb in self.sc.embedders:
+            self._evaluate(emb, "untrained", [], chosen)
+            for comp in comparisons.values():
+                for v, n in comp.items():
+                    self._evaluate(emb, v, _ordered(data[v], self.sc.seed)[:n], chosen)
+
+    def _scaling(self, data, chosen) -> None:
+        if not self.sc.embedders:
+            return
+        emb = self.sc.scaling_embedder or next(iter(self.sc.embedders))
+        results = self.read("downstream", {})
+        cands = [v for v in data if v in SPEED_VARIANTS and f"{emb}/{v}/n{min(self.sc.target, len(data[v]))}" in results]
+        if not cands:
+            return
+        best = max(cands, key=lambda v: results[f"{emb}/{v}/n{min(self.sc.target, len(data[v]))}"]["average"])
+        rows = _ordered(data[best], self.sc.seed)
+        sizes = self.sc.scaling_sizes or sorted({max(1, round(len(rows) / 2 ** k)) for k in range(5)})
+        sizes = [n for n in sizes if n <= len(rows)]
+        for n in sizes:
+            self._evaluate(emb, best, rows[:n], chosen)
+        self.write("scaling", {"embedder": emb, "variant": best, "sizes": sizes, "target_score": self.sc.target_score,
+                               "chosen_by": "best decoder dev-suite average among the SPEED variants"})
+
+    def _evaluate(self, emb: str, variant: str, rows: list[dict], chosen) -> None:
+        """Train (unless untrained) and evaluate one embedder; kept in ``raw/downstream.json`` by key."""
+        from ..evaluate.runner import evaluate_model
+        from ..io import stable_hash
+        from ..train.embedder import untrained_embedder
+
+        key = f"{emb}/{variant}" + ("" if variant == "untrained" else f"/n{len(rows)}")
+        cfg = self._train_config(emb, chosen.get(emb))
+        model = self.sc.embedders[emb]["model"]
+        settings = stable_hash({"model": model, "train": _as_dict(cfg), "seed": self.sc.seed,
+                                "tasks": self.sc.eval_tasks, "rows": [r["id"] for r in rows]})[:16]
+        results = self.read("downstream", {})
+        if key in results and results[key].get("settings") == settings:
+            return
+        mdir = self.work / "models" / key.replace("/", "_")
+        t0 = time.time()
+        if variant == "untrained":
+            self.log(f"[study] {key}: saving the untrained model ...")
+            path, summary = untrained_embedder(model, mdir, cfg), {}
+        else:
+            self.log(f"[study] {key}: training on {len(rows)} examples ...")
+            summary = _train(model, rows, mdir, cfg, self.sc.seed)
+            path = summary["model"]
+        t1 = time.time()
+        self.log(f"[study] {key}: evaluating ...")
+        res = evaluate_model(str(path), self.sc.eval_tasks or None, keep_items=True)
+        t2 = time.time()
+        results = self.read("downstream", {})
+        results[key] = {"embedder": emb, "variant": variant, "n": len(rows), "settings": settings,
+                        "train": {k: summary.get(k) for k in ("steps", "epochs", "train_loss", "first_loss",
+                                                             "final_loss", "lora", "triplets", "pairs")},
+                        "hyperparameters": {k: v for k, v in _as_dict(cfg).items() if v is not None},
+                        "instruction": res["instruction"], "average": res["average"],
+                        "tasks": {t: {"main_score": r["main_score"], "metric": r["metric"], "items": r.get("items")}
+                                  for t, r in res["results"].items()},
+                        "train_seconds": round(t1 - t0, 1), "eval_seconds": round(t2 - t1, 1)}
+        self.write("downstream", results)
+        self.log(f"[study] {key}: average {res['average']:.4f} (train {t1 - t0:.0f}s, eval {t2 - t1:.0f}s)")
+        _rm(mdir)
+
+    # -- 7: cost --------------------------------------------------------------------------------------------
+    def _cost(self) -> None:
+        from ..llm.ledger import iter_ledger
+
+        def tally(path, name_of):
+            out: dict = {}
+            for r in iter_ledger(path) if Path(path).is_file() else []:
+                if r.get("cache_hit"):
+                    continue
+                e = out.setdefault(name_of(r), {"role": r["role"], "model": r["model"], "calls": 0,
+                                                "prompt_tokens": 0, "completion_tokens": 0, "errors": 0})
+                e["calls"] += int(r.get("n") or 1)
+                e["prompt_tokens"] += int(r.get("prompt_tokens") or 0)
+                e["completion_tokens"] += int(r.get("completion_tokens") or 0)
+                e["errors"] += bool(r.get("error"))
+            return out
+
+        variants = self.read("variants", {})
+        self.write("cost", {"speed_run": tally(self.run_dir / "ledger.jsonl", lambda r: f"{r['stage']}:{r['role']}"),
+                            "study": tally(self.work / "ledger.jsonl", lambda r: r["stage"]),
+                            "final_examples": {k: v["final"] for k, v in variants.items()},
+                            "prompts_used": {k: v["prompts_used"] for k, v in variants.items()},
+                            "prompts_generated": {k: v["prompts_generated"] for k, v in variants.items()}})
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def heldout_retrieval(model_path: str, rows: list[dict]) -> dict:
+    """In-batch retrieval on held-out synthetic examples: each query ranks its own positive among every
+    held-out positive and negative (cosine); MRR and top-1 accuracy."""
+    import numpy as np
+
+    from ..train.embedder import format_query, load_trained
+
+    model, info = load_trained(model_path, device="cpu")
+    template = info.get("template") if info.get("instruction") else None
+    queries = [format_query(r["query"], r["task"], template) for r in rows]
+    docs = [r["positive"] for r in rows] + [r["negative"] for r in rows if r.get("negative")]
+    q = model.encode(queries, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    d = model.encode(docs, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    sims = q @ d.T
+    ranks = np.array([int((sims[i] > sims[i, i]).sum()) + 1 for i in range(len(rows))])
+    return {"mrr": float(np.mean(1.0 / ranks)), "top1": float(np.mean(ranks == 1)), "queries": len(rows),
+            "documents": len(docs)}
+
+
+def _train(model: str, rows: list[dict], mdir: Path, cfg, seed: int) -> dict:
+    from ..train.embedder import train_embedder
+
+    summary = train_embedder(model, rows, mdir, cfg, seed)
+    summary.pop("history", None)
+    return summary
+
+
+def _ordered(rows: list[dict], seed: int) -> list[dict]:
+    """A variant's examples in one seeded order: nested subsets (scaling) and equal-count subsets share it."""
+    rows = sorted(rows, key=lambda r: r["id"])
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def _as_dict(cfg) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def _all_true(flags) -> bool | None:
+    vals = [v for v in (flags or {}).values() if v is not None]
+    return all(vals) if vals else None
+
+
+def _file(name: str) -> str:
+    return name.replace("+", "_plus_")
+
+
+def _rm(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
