@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from speed.runtime.config import ModelRef, RunConfig, SpeedConfig
 from speed.runtime.rundir import RunDir, StageContext
 from speed.stages import evaluate as stage
@@ -39,6 +41,38 @@ def test_evaluate_stage_trained_vs_base(tmp_path):
     assert body["base"]["encode"]["encoded"] == 0  # same weights, same identity: all from the cache
     assert {"results.json", "results.txt"} <= set(ctx.outputs)
     assert stage.STAGE.requires == ("train-embedder",) and stage.STAGE.roles == ("embedder",)
+
+
+def test_decoder_base_is_set_up_as_trained_and_scores_get_intervals(tmp_path):
+    """A decoder's base is evaluated as the trainer sets it up (EOS, last-token pooling, instruction), never
+    as a mean-pooled language model; scores and the gain carry paired bootstrap intervals."""
+    from speed.stages.train_embedder import Config as TrainConfig
+    from speed.train.embedder import untrained_embedder
+
+    rd = RunDir(tmp_path / "run")
+    rd.write_manifest({"run": "t", "stages": {}})
+    # the "trained" model: the untrained decoder itself, so that the gain is exactly zero
+    untrained_embedder("smollm2-135m-instruct", tmp_path / "run" / "train-embedder", TrainConfig(max_length=64))
+    rd.update_stage("train-embedder", status="done", artifacts={"model": {"path": "model"}})
+    cfg = stage.Config(tasks=[str(FIX / "valid" / "TinySTS"), str(FIX / "valid" / "TinyClassification")],
+                       cache_dir=str(tmp_path / "cache"), bootstrap=200)
+    config = SpeedConfig(run=RunConfig(name="t"), stages={"evaluate": cfg, "train-embedder": TrainConfig(max_length=64)},
+                         models={"embedder": ModelRef(backend="sentence-transformers", model="smollm2-135m-instruct")})
+    ctx = StageContext(name="evaluate", config=config, cfg=cfg, rundir=rd)
+    stage.run(ctx)
+    body = json.loads((tmp_path / "run" / "evaluate" / "results.json").read_text())
+    assert body["base"]["model"].endswith("evaluate/untrained/model") and body["base"]["instruction"] is True
+    pooling = (tmp_path / "run" / "evaluate" / "untrained" / "model" / "1_Pooling" / "config.json").read_text()
+    assert '"lasttoken"' in pooling
+    iv = body["intervals"]
+    assert set(iv) == {"TinySTS", "TinyClassification", "average"}
+    for t in ("TinySTS", "TinyClassification"):
+        assert iv[t]["base"][0] == pytest.approx(body["base"]["results"][t]["main_score"], abs=1e-4)
+        assert iv[t]["gain"] == [0.0, 0.0, 0.0]  # the same weights: every resample gives a zero gain
+        assert iv[t]["base"][1] <= iv[t]["base"][0] <= iv[t]["base"][2]
+    assert "items" not in body["trained"]["results"]["TinySTS"]
+    lines = stage.summary({"counts": ctx.counts}, rd.path)
+    assert "gain +0.0000 [+0.0000, +0.0000] (no clear change)" in lines[0]
 
 
 def test_stage_sections_parse_once_registered(monkeypatch):

@@ -3,7 +3,11 @@
 Evaluates the ``embedder`` role's model as the run uses it (the ``train-embedder`` output once
 that stage is done) and the configured base model itself on the configured task folders (default:
 the built-in STSBenchmark and Banking77Classification), with the persistent embedding cache, and
-writes ``evaluate/results.json``: ``{"trained": ..., "base": ..., "delta": {task: trained - base}}``.
+writes ``evaluate/results.json``: ``{"trained": ..., "base": ..., "delta": {task: trained - base},
+"intervals": ...}``. The intervals are 95% paired bootstrap intervals (``bootstrap`` resamples of
+each task's rows, ``speed.evaluate.bootstrap``) of the base score, the fine-tuned score and the gain.
+A decoder base is evaluated as the trainer sets it up (EOS appended, last-token pooling, the same
+instruction), not as a plain language model.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ class Config:
     compare_base: bool = True
     batch_size: int = 32
     cache_dir: str | None = None  # default $SPEED_HOME/embcache
+    bootstrap: int = 1000  # resamples for the intervals (0: none)
 
     def validate(self, where: str) -> None:
         check(self.batch_size >= 1, f"{where}.batch_size", self.batch_size, "must be >= 1")
+        check(self.bootstrap == 0 or self.bootstrap >= 100, f"{where}.bootstrap", self.bootstrap, "0 or >= 100")
 
 
 def preflight(config, cfg: Config) -> None:
@@ -58,15 +64,21 @@ def run(ctx) -> None:
     ref = ctx.model_ref("embedder")
     kw = dict(instruction=cfg.instruction, cache_dir=cfg.cache_dir, batch_size=cfg.batch_size, tasks=tasks,
               configured_instruction=ref.instruction)
-    trained = evaluate_model(ref.model, **kw, log=print)
+    keep = cfg.bootstrap > 0
+    trained = evaluate_model(ref.model, **kw, log=print, keep_items=keep)
     is_trained = ref.model != base_ref.model
     base = None
     if cfg.compare_base and is_trained:
-        base = evaluate_model(base_ref.model, **{**kw, "configured_instruction": base_ref.instruction}, log=print)
+        base = evaluate_model(_base_model(ctx, base_ref, ref), **{**kw, "configured_instruction": base_ref.instruction},
+                              log=print, keep_items=keep)
     elif cfg.compare_base:
         base = trained  # no trained model (train-embedder provided none): the base is the model itself
+    intervals = _intervals(trained, base, cfg.bootstrap, ctx.seed) if keep and base is not None and is_trained else {}
+    for res in (trained, base):
+        for r in (res or {}).get("results", {}).values():
+            r.pop("items", None)
     body = {"trained": trained, "base": base, "delta": deltas(trained, base), "is_trained": is_trained,
-            "tasks": [str(t.path) for t in tasks]}
+            "tasks": [str(t.path) for t in tasks], "intervals": intervals}
     write_json(ctx.dir / "results.json", body)
     ctx.register_output("results.json")
     from ..io import atomic_write_text
@@ -75,13 +87,63 @@ def run(ctx) -> None:
     ctx.register_output("results.txt")
     print(format_table(trained, base if is_trained else None))
     ctx.counts.update({"tasks": len(tasks), "trained": {k: round(v["main_score"], 4) for k, v in trained["results"].items()},
-                       "delta": body["delta"], "encoded": trained["encode"]["encoded"] + (
+                       "delta": body["delta"], "intervals": intervals, "encoded": trained["encode"]["encoded"] + (
                            base["encode"]["encoded"] if base is not None and base is not trained else 0)})
 
 
+def _base_model(ctx, base_ref, ref) -> str:
+    """The base to compare with: the configured model, or for a decoder the untrained model set up as the
+    trainer sets it up (a plain causal LM folder would be mean-pooled without EOS)."""
+    from ..train.embedder import INFO_FILE, untrained_embedder
+
+    import json
+    from pathlib import Path
+
+    info_path = Path(ref.model) / INFO_FILE
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    if info.get("family") != "decoder":
+        return base_ref.model
+    folder = ctx.dir / "untrained"
+    if not (folder / "model" / INFO_FILE).is_file():
+        untrained_embedder(base_ref.model, folder, ctx.config.stage("train-embedder"), info.get("instruction"))
+    return str(folder / "model")
+
+
+def _intervals(trained: dict, base: dict, n: int, seed: int) -> dict:
+    """Per task and on the average: base and fine-tuned scores and the gain, each with a 95% paired
+    bootstrap interval."""
+    from ..evaluate.bootstrap import summarize
+
+    items = {t: {"base": base["results"][t]["items"], "trained": r["items"]} for t, r in trained["results"].items()
+             if r.get("items") and base["results"].get(t, {}).get("items")}
+    if not items:
+        return {}
+    s = summarize(items, [("base", "trained")], n=n, seed=seed)
+    d = s["differences"][0]
+    out = {}
+    for t in list(items) + ["average"]:
+        b = s["scores"]["base"]["average" if t == "average" else "tasks"]
+        f = s["scores"]["trained"]["average" if t == "average" else "tasks"]
+        b, f = (b, f) if t == "average" else (b[t], f[t])
+        g = d["average"] if t == "average" else d["tasks"][t]
+        out[t] = {"base": [round(b["score"], 4), *(round(x, 4) for x in b["ci"])],
+                  "trained": [round(f["score"], 4), *(round(x, 4) for x in f["ci"])],
+                  "gain": [round(g["diff"], 4), *(round(x, 4) for x in g["ci"])]}
+    return out
+
+
 def summary(entry: dict, run_dir) -> list[str]:
-    """Each task's score, base and fine-tuned."""
+    """Each task's score, base and fine-tuned (with 95% intervals and the gain's when computed)."""
     trained, delta = entry["counts"].get("trained", {}), entry["counts"].get("delta", {}) or {}
+    intervals = entry["counts"].get("intervals") or {}
+    if intervals:
+        lines = []
+        for task, iv in intervals.items():
+            b, f, g = iv["base"], iv["trained"], iv["gain"]
+            verdict = "gain" if g[1] > 0 else "loss" if g[2] < 0 else "no clear change"
+            lines.append(f"  {task:<34} base {b[0]:.4f} [{b[1]:.4f}, {b[2]:.4f}]  fine-tuned {f[0]:.4f} "
+                         f"[{f[1]:.4f}, {f[2]:.4f}]  gain {g[0]:+.4f} [{g[1]:+.4f}, {g[2]:+.4f}] ({verdict})")
+        return lines
     lines = []
     for task, score in trained.items():
         b = score - delta[task] if task in delta else None
