@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup slow-setup demo test test-slow test-gpu clean-venv
+.PHONY: setup slow-setup demo study test test-slow test-gpu clean-venv
 
 SERVER := $(VENV)/bin/llama-server
 
@@ -36,6 +36,10 @@ $(SERVER): scripts/build_llama_server.sh $(STAMP)
 
 demo: setup
 	$(VENV)/bin/speed run configs/demo.yaml
+
+# The quality study (docs/results/): hours on 2 cores, resumable (rerun it after a kill).
+study: setup
+	$(VENV)/bin/speed study configs/study.yaml
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \

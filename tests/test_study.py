@@ -109,6 +109,9 @@ def test_study_end_to_end_resumes_and_renders(tmp_path, scripted_models, capsys)
                  "timing.md", "README.md"):
         assert (results / name).is_file(), name
     assert "base - untrained" in (results / "ablation.md").read_text()
+    fixes = json.loads((raw / "fixes.json").read_text())
+    assert fixes["brainstorm"]["answers"] == 12 and fixes["variants"]["base"]["too_short"] == 0
+    assert "Pipeline fixes" in (results / "README.md").read_text()
 
     # a rerun pays nothing: no model call, no training
     ledger_calls = _fresh_calls(work / "ledger.jsonl")
@@ -119,6 +122,17 @@ def test_study_end_to_end_resumes_and_renders(tmp_path, scripted_models, capsys)
     assert "training on" not in out and "generated before" in out
     assert _fresh_calls(work / "ledger.jsonl") == ledger_calls
     assert (raw / "downstream.json").read_text() == stamp
+
+    # anyone can retrain and re-evaluate on the committed data alone: no model call, the same scores
+    again = tmp_path / "again"
+    assert main(["study", str(cfg), "--from-data", str(results / "data"), "--set", f"study.results_dir={again}",
+                 "--set", f"study.work_dir={again / 'work'}"]) == 0
+    redo = json.loads((again / "raw" / "downstream.json").read_text())
+    assert set(redo) == set(down)
+    for k in down:
+        assert redo[k]["average"] == pytest.approx(down[k]["average"], abs=1e-6), k
+    assert not (again / "work" / "ledger.jsonl").exists() and _fresh_calls(work / "ledger.jsonl") == ledger_calls
+    assert (again / "ablation.md").is_file() and not (again / "signals.md").exists()
 
     # tables only: the same files again
     before = {p.name: p.read_text() for p in results.glob("*.md")} | {"ablation.csv": (results / "ablation.csv").read_text()}
@@ -192,8 +206,6 @@ def test_committed_tables_are_rendered_from_the_committed_raw_results(tmp_path):
 
     copy = tmp_path / "results"
     shutil.copytree(COMMITTED / "raw", copy / "raw")
-    if (COMMITTED / "fixes.md").is_file():
-        shutil.copy(COMMITTED / "fixes.md", copy / "fixes.md")
     render(copy)
     for p in sorted(COMMITTED.glob("*.md")) + sorted(COMMITTED.glob("*.csv")):
         assert (copy / p.name).read_text() == p.read_text(), p.name

@@ -39,7 +39,7 @@ SPEED_VARIANTS = ("base", "junior", "senior", "senior+revisor", "junior+revisor"
 
 
 class Study:
-    def __init__(self, config, log: Callable[[str], None] = print, from_data: bool = False):
+    def __init__(self, config, log: Callable[[str], None] = print, from_data: str | None = None):
         from ..runtime.pipeline import default_run_dir
 
         self.config, self.sc, self.log, self.from_data = config, config.study, log, from_data
@@ -51,6 +51,16 @@ class Study:
         self.raw.mkdir(parents=True, exist_ok=True)
         (self.results / "data").mkdir(parents=True, exist_ok=True)
         self._embedder = None
+        if from_data is not None:  # another study's committed data: copied in, so that these results stand alone
+            import shutil
+
+            src = Path(from_data)
+            files = sorted(src.glob("*.parquet")) if src.is_dir() else []
+            if not files:
+                raise InputError(f"{src}: no variant data (*.parquet) here; expected e.g. docs/results/data")
+            if src.resolve() != (self.results / "data").resolve():
+                for f in files:
+                    shutil.copy(f, self.results / "data" / f.name)
 
     # -- bookkeeping ------------------------------------------------------------------------------------
     def read(self, name: str, default=None):
@@ -100,6 +110,7 @@ class Study:
                     self._generate(v, prompts)
             with self.step("3 judge"):
                 self._judge()
+            self._fixes()
         data = self._load_data()
         with self.step("4 select"):
             chosen = self._select(data)
@@ -270,6 +281,50 @@ class Study:
                 raise InputError(f"{p}: missing (run the study's generation first: speed study CONFIG)")
             data[name] = pq.read_table(p).to_pylist()
         return data
+
+    def _fixes(self) -> None:
+        """Before/after counts of the pipeline fixes this study prompted, on this study's own outputs:
+        the teacher's raw brainstorm answers re-read without the fix, and each variant's rows."""
+        from ..io import read_jsonl
+        from ..prompts.json_repair import extract_json
+        from ..prompts.parse import _TASK_NUMBER, _markdown_items, task_problem
+
+        per = self.config.stage("brainstorm").tasks_per_topic
+        numbered = questions = answers = kept_before = 0
+        examples: dict[str, list[str]] = {"numbered": [], "question": []}
+        for shard in sorted((self.run_dir / "brainstorm" / "shards").glob("part-*.jsonl")):
+            for a in read_jsonl(shard):
+                if not a.get("raw"):
+                    continue
+                answers += 1
+                val, reason, _, _ = extract_json(a["raw"], "list")
+                items = _markdown_items(a["raw"]) if reason == "no_json" else val
+                if isinstance(items, dict):
+                    lists = [v for v in items.values() if isinstance(v, list)]
+                    items = lists[0] if len(lists) == 1 else []
+                items = [" ".join(t.split()) for t in (items or []) if isinstance(t, str) and t.strip()][:per]
+                kept_before += len(items)
+                for t in items:
+                    if _TASK_NUMBER.match(t):
+                        numbered += 1
+                        examples["numbered"].append(t)
+                    if task_problem(t):
+                        questions += 1
+                        examples["question"].append(t)
+        rows = {}
+        for name in self.sc.variants:
+            p = self.work / "variants" / f"{name}.jsonl"
+            if p.is_file():
+                rs = list(read_jsonl(p))
+                rows[name] = {"classification": sum(r["kind"] == "classification" for r in rs),
+                              "too_short": sum(r["reason"] == "too_short" for r in rs),
+                              "sts_valid": sum(r["kind"] == "sts" and r["valid"] for r in rs),
+                              "sts_false_negative": sum(r["kind"] == "sts" and r["drop_reason"] == "false_negative"
+                                                        for r in rs)}
+        self.write("fixes", {"brainstorm": {"answers": answers, "tasks_kept_before": kept_before,
+                                            "numbered": numbered, "questions": questions,
+                                            "examples": {k: v[:3] for k, v in examples.items()}},
+                             "variants": rows})
 
     # -- 3: the teacher's rubric -------------------------------------------------------------------------------
     def _judge(self) -> None:

@@ -49,8 +49,12 @@ def _csv(head: list[str], rows: list[list]) -> str:
     return buf.getvalue()
 
 
+def _rank(name: str) -> tuple:
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+
+
 def _sort(names):
-    return sorted(names, key=lambda v: (ORDER.index(v) if v in ORDER else len(ORDER), v))
+    return sorted(names, key=_rank)
 
 
 # -- ablation ------------------------------------------------------------------------------------------
@@ -148,6 +152,8 @@ def signals(raw: Path, n_boot: int, seed: int) -> tuple[str, str]:
 
     variants = _read(raw, "variants", {})
     judge = _read(raw, "judge", {})
+    if not variants:
+        return "", ""
     head = ["variant", "prompts", "final", "yield"] + [lab for _, lab in SIGNALS] + [f"judge: {k}" for k in RUBRIC] + [
         "judged"]
     rows, crows = [], []
@@ -262,6 +268,31 @@ def cost(raw: Path) -> tuple[str, str]:
                                 "tokens_per_1000", "generator_calls"], crows)
 
 
+def fixes(raw: Path) -> str:
+    f = _read(raw, "fixes")
+    if not f:
+        return ""
+    b = f["brainstorm"]
+    rows = [["brainstormed task keeps its list numbering (\"Task 1: ...\")", f"{b['answers']} teacher answers",
+             f"{b['numbered']} of {b['tasks_kept_before']} kept tasks", "0 (numbering stripped)"],
+            ["a question accepted as a task", f"{b['answers']} teacher answers",
+             f"{b['questions']} of {b['tasks_kept_before']} kept tasks", f"0 ({b['questions']} rejected: question_not_task)"]]
+    for v, r in sorted(f["variants"].items(), key=lambda x: _rank(x[0])):
+        rows.append([f"classification input under half its sampled length", f"{v}: {r['classification']} classification rows",
+                     f"{r['too_short']} kept", f"0 ({r['too_short']} rejected: too_short)"])
+    for v, r in sorted(f["variants"].items(), key=lambda x: _rank(x[0])):
+        rows.append(["STS triple whose S3 is as close to S1 as S2 (reference embedder)",
+                     f"{v}: {r['sts_valid']} valid STS rows", f"{r['sts_false_negative']} kept",
+                     f"0 ({r['sts_false_negative']} dropped: false_negative)"])
+    ex = b.get("examples") or {}
+    lines = ["## Pipeline fixes: before and after, on this study's outputs", "",
+             _md(["weakness", "measured on", "before the fix", "after"], rows)]
+    for k, label in (("numbered", "numbered"), ("question", "questions")):
+        if ex.get(k):
+            lines += ["", f"Examples ({label}): " + "; ".join(f"\"{t}\"" for t in ex[k])]
+    return "\n".join(lines)
+
+
 def timing(raw: Path) -> str:
     t = _read(raw, "timing", {})
     rows = [[k, f"{v['seconds'] / 60:.1f}", str(v["attempts"])] for k, v in sorted(t.items())]
@@ -316,7 +347,10 @@ def render(results_dir, n_boot: int | None = None, seed: int | None = None) -> d
             with atomic_writer(out / name, "wb") as fh:
                 fh.write(png)
             paths[name] = str(out / name)
-    fixes = (out / "fixes.md").read_text(encoding="utf-8") if (out / "fixes.md").is_file() else ""
+    fixes_md = fixes(raw)
+    if fixes_md:
+        atomic_write_text(out / "fixes.md", fixes_md + "\n")
+        paths["fixes.md"] = str(out / "fixes.md")
     readme = ["# Quality study results", "",
               "Produced by `speed study configs/study.yaml` (tables regenerated from `raw/` by "
               "`speed study configs/study.yaml --tables-only`); do not edit by hand.", "",
@@ -326,15 +360,15 @@ def render(results_dir, n_boot: int | None = None, seed: int | None = None) -> d
               f"- started {prov.get('started_first', '?')}, finished {prov.get('finished', 'not yet')}",
               f"- intervals: 95% bootstrap, {n_boot} resamples, seed {seed}", "",
               "## Ablation: embedders trained on each variant's data", "", abl_md, "",
-              "![ablation](ablation.png)", "", "## Data signals", "", sig_md, ""]
+              "![ablation](ablation.png)", ""] + (["## Data signals", "", sig_md, ""] if sig_md else [])
     if (raw / "select.json").is_file():
         readme += ["## Training settings (chosen on synthetic data)", "", select_table(raw), ""]
     if sca_md:
         readme += ["## Scaling", "", sca_md, "", "![scaling](scaling.png)", ""]
     if cost_md:
         readme += ["## Teacher cost", "", cost_md, ""]
-    if fixes:
-        readme += [fixes.rstrip("\n"), ""]
+    if fixes_md:
+        readme += [fixes_md, ""]
     readme += ["## Wall time per step", "", timing(raw), ""]
     atomic_write_text(out / "README.md", "\n".join(readme))
     paths["README.md"] = str(out / "README.md")

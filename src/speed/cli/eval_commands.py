@@ -221,9 +221,9 @@ def add_parsers(sub) -> None:
     mode = st.add_mutually_exclusive_group()
     mode.add_argument("--tables-only", action="store_true",
                       help="only re-render the tables and plots from RESULTS/raw (no model runs)")
-    mode.add_argument("--from-data", action="store_true",
-                      help="skip generation: train and evaluate the embedders on the variants' committed data "
-                           "(RESULTS/data/*.parquet), then render")
+    mode.add_argument("--from-data", metavar="DATA_DIR",
+                      help="skip generation: train and evaluate the embedders on the variants' data in DATA_DIR "
+                           "(e.g. docs/results/data; copied into study.results_dir), then render")
     st.set_defaults(func=cmd_study)
 
 
