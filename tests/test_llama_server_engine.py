@@ -91,6 +91,13 @@ def _gone(pids: set[int]) -> bool:
     return True
 
 
+def _wait_gone(pids: set[int], seconds: float = 20) -> bool:
+    deadline = time.time() + seconds
+    while not _gone(pids) and time.time() < deadline:
+        time.sleep(0.1)
+    return _gone(pids)
+
+
 def _start_and_wait(cfg: Path, run_dir: Path, paid_at_least: int) -> tuple[subprocess.Popen, set[int]]:
     """Start ``speed run`` and return once synthesize has ``paid_at_least`` answers, with the server pids."""
     proc = subprocess.Popen([sys.executable, "-m", "speed", "run", str(cfg), "--run-dir", str(run_dir)],
@@ -178,10 +185,7 @@ def test_sigkilled_batched_run_leaves_no_server_and_resumes_with_every_sample_on
     proc, pids = _start_and_wait(cfg, run_dir, paid_at_least=2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 20
-    while not _gone(pids) and time.time() < deadline:
-        time.sleep(0.1)
-    assert _gone(pids), "llama-server outlived a SIGKILLed run"
+    assert _wait_gone(pids), "llama-server outlived a SIGKILLed run"
     again = run_cli("run", str(cfg), "--run-dir", str(run_dir), env=ENV, timeout=1200)
     assert again.returncode == 0, again.stderr[-3000:]
     ids = _sample_ids(run_dir)
@@ -189,3 +193,22 @@ def test_sigkilled_batched_run_leaves_no_server_and_resumes_with_every_sample_on
     assert len(_paid(run_dir, "synthesize")) == 12  # none paid twice
     exported = [r["id"] for r in _lines(run_dir / "export" / "data.jsonl")]
     assert len(exported) == len(set(exported))
+
+
+def test_sigterm_mid_batch_exits_at_once_without_waiting_for_requests_in_flight(tmp_path, uninterrupted_batched):
+    """SIGTERM (a scheduler's stop, `kill`): the run ends with 143 and one line at once -- queued requests are
+    cancelled, those in flight are not waited for (their server is stopped) -- and no server is left."""
+    cfg, run_dir = _config(tmp_path, "batched"), tmp_path / "run"
+    proc, pids = _start_and_wait(cfg, run_dir, paid_at_least=2)
+    t0 = time.time()
+    os.kill(proc.pid, signal.SIGTERM)
+    rc = proc.wait(timeout=60)
+    took = time.time() - t0
+    err = proc.stderr.read().decode()
+    assert rc == 143 and "terminated; rerun the same command to resume" in err and "Traceback" not in err, err[-2000:]
+    assert took < 15, f"SIGTERM took {took:.0f} s"
+    assert _wait_gone(pids), "llama-server outlived a SIGTERMed run"
+    again = run_cli("run", str(cfg), "--run-dir", str(run_dir), env=ENV, timeout=1200)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _sample_ids(run_dir) == _sample_ids(uninterrupted_batched)
+    assert len(_paid(run_dir, "synthesize")) == 12

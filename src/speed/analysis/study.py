@@ -311,6 +311,22 @@ class Study:
                     if task_problem(t):
                         questions += 1
                         examples["question"].append(t)
+        # off-topic tasks (measured, not filtered): a task nearer to another sampled topic than to its own
+        from ..stages import artifact_path
+
+        tasks = list(read_jsonl(artifact_path(self.run_dir, "tasks")))
+        topics = {t["id"]: t["text"] for t in read_jsonl(artifact_path(self.run_dir, "sampled-topics"))}
+        off, off_examples = 0, []
+        if tasks and len(topics) > 1:
+            ids = list(topics)
+            emb = self.reference_embedder()
+            te = emb.encode([t["task"] for t in tasks], normalize_embeddings=True, show_progress_bar=False)
+            pe = emb.encode([topics[i] for i in ids], normalize_embeddings=True, show_progress_bar=False)
+            best = (te @ pe.T).argmax(axis=1)
+            for t, b in zip(tasks, best):
+                if ids[int(b)] != t["topic_id"]:
+                    off += 1
+                    off_examples.append(f"{t['topic']} -> {t['task']}")
         rows = {}
         for name in self.sc.variants:
             p = self.work / "variants" / f"{name}.jsonl"
@@ -323,7 +339,9 @@ class Study:
                                                         for r in rs)}
         self.write("fixes", {"brainstorm": {"answers": answers, "tasks_kept_before": kept_before,
                                             "numbered": numbered, "questions": questions,
-                                            "examples": {k: v[:3] for k, v in examples.items()}},
+                                            "examples": {k: v[:3] for k, v in examples.items()},
+                                            "tasks": len(tasks), "nearer_another_topic": off,
+                                            "off_topic_examples": off_examples[:3]},
                              "variants": rows})
 
     # -- 3: the teacher's rubric -------------------------------------------------------------------------------

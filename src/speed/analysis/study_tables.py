@@ -277,6 +277,9 @@ def fixes(raw: Path) -> str:
              f"{b['numbered']} of {b['tasks_kept_before']} kept tasks", "0 (numbering stripped)"],
             ["a question accepted as a task", f"{b['answers']} teacher answers",
              f"{b['questions']} of {b['tasks_kept_before']} kept tasks", f"0 ({b['questions']} rejected: question_not_task)"]]
+    if b.get("tasks"):
+        rows.append(["an off-topic task (nearer, by the reference embedder, to another sampled topic than to its own)",
+                     f"{b['tasks']} kept tasks", f"{b['nearer_another_topic']}", "not fixed: measured only"])
     for v, r in sorted(f["variants"].items(), key=lambda x: _rank(x[0])):
         rows.append([f"classification input under half its sampled length", f"{v}: {r['classification']} classification rows",
                      f"{r['too_short']} kept", f"0 ({r['too_short']} rejected: too_short)"])
@@ -287,7 +290,8 @@ def fixes(raw: Path) -> str:
     ex = b.get("examples") or {}
     lines = ["## Pipeline fixes: before and after, on this study's outputs", "",
              _md(["weakness", "measured on", "before the fix", "after"], rows)]
-    for k, label in (("numbered", "numbered"), ("question", "questions")):
+    ex = dict(ex, off_topic=b.get("off_topic_examples") or [])
+    for k, label in (("numbered", "numbered"), ("question", "questions"), ("off_topic", "topic -> task, nearer another topic")):
         if ex.get(k):
             lines += ["", f"Examples ({label}): " + "; ".join(f"\"{t}\"" for t in ex[k])]
     return "\n".join(lines)
