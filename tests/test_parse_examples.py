@@ -276,3 +276,16 @@ def test_classification_input_far_below_its_sampled_length_is_rejected():
     assert parse_example("classification", json.dumps(ex), {"num_words": "at least 100"}).reason == "too_short"
     assert parse_example("classification", json.dumps(ex), {"num_words": "at least 50"}).ok  # 25 = half: kept
     assert parse_example("classification", json.dumps(ex), {"num_words": "less than 10"}).ok  # flagged only
+
+
+def test_rubric_scores():
+    from speed.prompts.parse import parse_rubric
+    from speed.prompts.rubric import RUBRIC_KEYS, rubric_messages
+
+    r = parse_rubric('```json\n{"query_realism": 4, "positive_relevance": "5", "negative_hardness": 2.0}\n```')
+    assert r.ok and r.value == {"query_realism": 4, "positive_relevance": 5, "negative_hardness": 2}
+    assert parse_rubric('{"query_realism": 6, "positive_relevance": 5, "negative_hardness": 2}').reason == "bad_score"
+    assert parse_rubric('{"query_realism": 3}').reason == "missing_key"
+    assert parse_rubric("no idea").reason == "no_json"
+    text = rubric_messages("sts", "Find paraphrases.", "A", "B", None)[0]["content"]
+    assert all(k in text for k in RUBRIC_KEYS) and "has no hard negative" in text

@@ -104,6 +104,11 @@ class Study:
                 from ..runtime.pipeline import Pipeline
 
                 Pipeline(self.config, self.run_dir).run(until=self.config.run.until, log=self.log)
+            manifest = json.loads((self.run_dir / "manifest.json").read_text(encoding="utf-8"))
+            self.write("speed_run", {name: {"seconds": e.get("seconds"), "status": e.get("status"),
+                                            "counts": {k: v for k, v in (e.get("counts") or {}).items()
+                                                       if isinstance(v, (int, float, str))}}
+                                     for name, e in manifest["stages"].items()})
             prompts = self._prompts()
             for v in self._variants():
                 with self.step(f"2 generate: {v.name}"):

@@ -301,8 +301,19 @@ def timing(raw: Path) -> str:
     t = _read(raw, "timing", {})
     rows = [[k, f"{v['seconds'] / 60:.1f}", str(v["attempts"])] for k, v in sorted(t.items())]
     total = sum(v["seconds"] for v in t.values())
+    lines = []
+    run = _read(raw, "speed_run")
+    if run:
+        srows = [[name, _f((e.get("seconds") or 0) / 60, 1), ", ".join(f"{k} {v}" for k, v in sorted(e["counts"].items())
+                                                                      if k in ("tasks", "valid", "prompts", "pairs",
+                                                                               "records", "steps", "requests"))]
+                 for name, e in run.items() if e.get("status") == "done"]
+        run_total = sum(e.get("seconds") or 0 for e in run.values())
+        srows.append(["total", f"{run_total / 60:.1f}", ""])
+        lines += ["The SPEED run (`runs/study/run`; each stage's last attempt, from its manifest):", "",
+                  _md(["stage", "minutes", "counts"], srows), "", "The study's steps:", ""]
     rows.append(["total", f"{total / 60:.1f}", ""])
-    return _md(["step", "minutes (summed over attempts)", "attempts"], rows)
+    return "\n".join(lines + [_md(["step", "minutes (summed over invocations)", "invocations"], rows)])
 
 
 def select_table(raw: Path) -> str:
