@@ -82,3 +82,12 @@ def test_cli_mteb_offline_is_one_line_exit_2():
                           env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "not reachable" in proc.stderr
+
+
+def test_builtin_task_names():
+    from speed.errors import InputError
+    from speed.evaluate.tasks import builtin_dir, discover
+
+    assert discover(["builtin:STSBenchmark"]) == [builtin_dir() / "STSBenchmark"]
+    with pytest.raises(InputError, match="builtin:Nope: no such built-in task"):
+        discover(["builtin:Nope"])

@@ -336,8 +336,14 @@ class Study:
         for name in self.sc.variants:
             p = self.work / "variants" / f"{name}.jsonl"
             if p.is_file():
+                from ..prompts.parse import parse_example
+
                 rs = list(read_jsonl(p))
-                rows[name] = {"classification": sum(r["kind"] == "classification" for r in rs),
+                looped = [r for r in rs if r["raw"] and r["valid"] and "repeated_keys_first_kept" in
+                          parse_example(r["kind"], r["raw"], r["attributes"]).repairs]
+                rows[name] = {"rows": len(rs), "repeated_keys_kept": len(looped),
+                              "repeated_keys_final": sum(r["final"] for r in looped),
+                              "classification": sum(r["kind"] == "classification" for r in rs),
                               "too_short": sum(r["reason"] == "too_short" for r in rs),
                               "sts_valid": sum(r["kind"] == "sts" and r["valid"] for r in rs),
                               "sts_false_negative": sum(r["kind"] == "sts" and r["drop_reason"] == "false_negative"

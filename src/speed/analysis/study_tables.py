@@ -281,6 +281,11 @@ def fixes(raw: Path) -> str:
         rows.append(["an off-topic task (nearer, by the reference embedder, to another sampled topic than to its own)",
                      f"{b['tasks']} kept tasks", f"{b['nearer_another_topic']}", "not fixed: measured only"])
     for v, r in sorted(f["variants"].items(), key=lambda x: _rank(x[0])):
+        if "repeated_keys_kept" in r:
+            rows.append(["a looping model repeats its JSON keys (was rejected: duplicate_key)", f"{v}: {r['rows']} rows",
+                         f"{r['repeated_keys_kept']} rejected", f"{r['repeated_keys_kept']} valid (first value of "
+                         f"each key), {r['repeated_keys_final']} of them final"])
+    for v, r in sorted(f["variants"].items(), key=lambda x: _rank(x[0])):
         rows.append([f"classification input under half its sampled length", f"{v}: {r['classification']} classification rows",
                      f"{r['too_short']} kept", f"0 ({r['too_short']} rejected: too_short)"])
     for v, r in sorted(f["variants"].items(), key=lambda x: _rank(x[0])):

@@ -93,9 +93,16 @@ def is_task_folder(path: Path) -> bool:
 
 
 def discover(paths) -> list[Path]:
-    """Task folders from ``paths``: each a task folder, or a folder whose sub-folders are tasks."""
+    """Task folders from ``paths``: each a task folder, or a folder whose sub-folders are tasks, or
+    ``builtin:NAME`` (a built-in task: STSBenchmark, Banking77Classification)."""
     out: list[Path] = []
     for p in paths:
+        if str(p).startswith("builtin:"):
+            name = str(p)[len("builtin:"):]
+            p = builtin_dir() / name
+            if not is_task_folder(p):
+                names = ", ".join(sorted(d.name for d in builtin_dir().iterdir() if is_task_folder(d)))
+                raise InputError(f"builtin:{name}: no such built-in task (built-in: {names})")
         p = Path(p)
         if not p.exists():
             raise InputError(f"{p}: no such task folder")

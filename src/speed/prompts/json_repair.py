@@ -4,7 +4,8 @@ r"""Generic JSON repair: find the JSON value in raw model text; knows nothing of
 missing comma between lines, trailing commas, a truncated text (closed, or cut back to a recent
 comma), single quotes and Python literals (``ast.literal_eval``), and names each repair it needed:
 code_fence, surrounding_text, bad_escape, missing_comma, trailing_comma, closed_brackets,
-closed_string, cut_member, python_literal. Decoded objects list their repeated keys in ``.dups``.
+closed_string, cut_member, python_literal. Decoded objects list their repeated keys in ``.dups`` and
+keep each key's first value in ``.first``.
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ def _scan(text: str, start: int) -> tuple[int | None, list[str], bool, list[tupl
 
 
 class _Obj(dict):
-    """A decoded JSON object that remembers which of its keys were repeated (a looping model)."""
+    """A decoded JSON object that remembers which of its keys were repeated (a looping model) and the
+    first value of each key (``.first``; the dict itself holds the last, as JSON decoders do)."""
 
     dups: tuple[str, ...] = ()
+    first: dict[str, Any] | None = None
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
@@ -92,6 +95,10 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
     if len(obj) < len(pairs):
         seen: set[str] = set()
         obj.dups = tuple(sorted({k for k, _ in pairs if k in seen or seen.add(k)}))
+        first: dict[str, Any] = {}
+        for k, v in pairs:
+            first.setdefault(k, v)
+        obj.first = first
     return obj
 
 

@@ -10,7 +10,7 @@ classification input shorter than half the minimum its sampled length asks for i
 task is rejected by ``task_problem``), judge verdicts and revisions are parsed here too.
 
 Reason codes: no_json, invalid_json, not_an_object, not_a_list, missing_key, not_a_string,
-empty_value, placeholder_value, duplicate_key, positive_equals_negative, query_equals_document,
+empty_value, placeholder_value, positive_equals_negative, query_equals_document,
 input_equals_positive, bad_label, duplicate_sentences, too_short, empty_list, bad_index,
 best_equals_worst, bad_revision; for brainstormed tasks: question_not_task.
 """
@@ -148,7 +148,10 @@ def validate_example(kind: str, obj: Any, raw: str = "", attributes: dict[str, A
     dropped = sorted(str(k) for k in obj if k not in keys)
     dups = [k for k in getattr(obj, "dups", ()) if k in keys]
     if dups:
-        return _reject(raw, "duplicate_key", "repeated " + ", ".join(dups), repairs, dropped_keys=dropped)
+        # a small model that loops writes the object again ("user_query" ... "user_query" ...): its first
+        # complete set of keys is the example it meant, the repeats are the loop
+        obj = {k: obj.first[k] for k in keys} if getattr(obj, "first", None) else obj
+        repairs = repairs + ["repeated_keys_first_kept"]
     ex: dict[str, str] = {}
     for k in keys:
         v = obj[k]
