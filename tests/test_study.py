@@ -209,3 +209,25 @@ def test_committed_tables_are_rendered_from_the_committed_raw_results(tmp_path):
     render(copy)
     for p in sorted(COMMITTED.glob("*.md")) + sorted(COMMITTED.glob("*.csv")):
         assert (copy / p.name).read_text() == p.read_text(), p.name
+
+
+def test_retrieval_corpus_cut_keeps_every_judged_document(tmp_path):
+    from speed.analysis.study import Study
+    from speed.runtime.config import build_config
+
+    task = tmp_path / "R"
+    (task / "qrels").mkdir(parents=True)
+    (task / "task.json").write_text(json.dumps({"name": "R", "type": "retrieval", "main_score": "ndcg_at_10",
+                                                "split": "test", "language": "en"}))
+    (task / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": f"doc {i}"}) + "\n"
+                                               for i in range(30)))
+    (task / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "q"}) + "\n")
+    (task / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td7\t1\nq1\td29\t1\n")
+    cfg = build_config({"run": {"name": "x"}, "study": {
+        "work_dir": str(tmp_path / "w"), "results_dir": str(tmp_path / "r"), "eval_tasks": [str(task)],
+        "retrieval_corpus": 10}})
+    [cut] = Study(cfg, log=lambda m: None).eval_tasks()
+    ids = [json.loads(line)["_id"] for line in Path(cut, "corpus.jsonl").read_text().splitlines()]
+    assert len(ids) == 10 and {"d7", "d29"} <= set(ids)
+    assert json.loads(Path(cut, "task.json").read_text())["name"] == "R-10"
+    assert Study(cfg, log=lambda m: None).eval_tasks() == [cut]  # made once

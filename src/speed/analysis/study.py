@@ -477,7 +477,8 @@ class Study:
         cfg = self._train_config(emb, chosen.get(emb))
         model = self.sc.embedders[emb]["model"]
         settings = stable_hash({"model": model, "train": _as_dict(cfg), "seed": self.sc.seed,
-                                "tasks": self.sc.eval_tasks, "rows": [r["id"] for r in rows]})[:16]
+                                "tasks": self.sc.eval_tasks, "corpus": self.sc.retrieval_corpus,
+                                "rows": [r["id"] for r in rows]})[:16]
         results = self.read("downstream", {})
         if key in results and results[key].get("settings") == settings:
             return
@@ -492,7 +493,7 @@ class Study:
             path = summary["model"]
         t1 = time.time()
         self.log(f"[study] {key}: evaluating ...")
-        res = evaluate_model(str(path), self.sc.eval_tasks or None, keep_items=True)
+        res = evaluate_model(str(path), self.eval_tasks() or None, keep_items=True)
         t2 = time.time()
         results = self.read("downstream", {})
         results[key] = {"embedder": emb, "variant": variant, "n": len(rows), "settings": settings,
@@ -506,6 +507,39 @@ class Study:
         self.write("downstream", results)
         self.log(f"[study] {key}: average {res['average']:.4f} (train {t1 - t0:.0f}s, eval {t2 - t1:.0f}s)")
         _rm(mdir)
+
+    def eval_tasks(self) -> list[str]:
+        """``eval_tasks``, a retrieval task's corpus cut to ``retrieval_corpus`` documents (every judged one,
+        then others drawn with the study's seed) in a copy under ``work_dir/eval`` (stated in its name)."""
+        cap = self.sc.retrieval_corpus
+        if not cap:
+            return list(self.sc.eval_tasks)
+        from ..evaluate.tasks import discover, load_tasks
+        from ..io import atomic_write_jsonl, atomic_write_text
+
+        out = []
+        for folder in discover(self.sc.eval_tasks):
+            meta = json.loads((folder / "task.json").read_text(encoding="utf-8"))
+            if meta.get("type") != "retrieval":
+                out.append(str(folder))
+                continue
+            dest = self.work / "eval" / f"{folder.name}-{cap}"
+            if not (dest / "task.json").is_file():
+                [task] = load_tasks([folder])
+                d = task.data
+                judged = sorted({doc for q in d["qrels"].values() for doc in q})
+                others = sorted(set(d["corpus"]) - set(judged))
+                random.Random(self.sc.seed).shuffle(others)
+                keep = set(judged + others[:max(0, cap - len(judged))])
+                atomic_write_jsonl(dest / "corpus.jsonl", ({"_id": i, **d["corpus"][i]} for i in d["corpus"] if i in keep))
+                (dest / "qrels").mkdir(parents=True, exist_ok=True)
+                for name in ("queries.jsonl", f"qrels/{task.split}.tsv"):
+                    atomic_write_text(dest / name, (folder / name).read_text(encoding="utf-8"))
+                meta.update(name=f"{meta['name']}-{cap}", note=f"{meta['name']} with its corpus cut to {len(keep)} "
+                            f"documents (all {len(judged)} judged, the rest drawn with seed {self.sc.seed}), by speed study")
+                atomic_write_text(dest / "task.json", json.dumps(meta, indent=2) + "\n")
+            out.append(str(dest))
+        return out
 
     # -- 7: cost --------------------------------------------------------------------------------------------
     def _cost(self) -> None:

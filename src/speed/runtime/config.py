@@ -177,6 +177,8 @@ class StudyConfig:
     judge_sample: int = 30  # valid examples per variant rated by the teacher (1-5 rubric)
     judge_max_tokens: int = 96
     eval_tasks: list[str] = field(default_factory=list)  # task folders ([]: the built-in tasks)
+    # a retrieval task's corpus cut to its judged documents plus random others up to this many (None: whole)
+    retrieval_corpus: int | None = None
     embedders: dict = field(default_factory=dict)  # name -> {model, train: {train-embedder keys}}
     select: dict = field(default_factory=dict)  # {embedder, holdout, candidates: [{train keys}]}: chosen on data
     scaling_embedder: str | None = None  # default: the first embedder
@@ -193,6 +195,8 @@ class StudyConfig:
             check(v in known, f"{where}.variants[{i}]", v, "one of " + ", ".join(known))
         check(self.judge_sample >= 0, f"{where}.judge_sample", self.judge_sample, "must be >= 0")
         check(self.bootstrap >= 100, f"{where}.bootstrap", self.bootstrap, "must be >= 100")
+        check(self.retrieval_corpus is None or self.retrieval_corpus >= 10, f"{where}.retrieval_corpus",
+              self.retrieval_corpus, "null or >= 10")
         for name, spec in self.embedders.items():
             check(isinstance(spec, dict) and isinstance(spec.get("model"), str), f"{where}.embedders.{name}", spec,
                   "must be {model: NAME, train: {train-embedder keys}}")
