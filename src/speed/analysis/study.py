@@ -460,7 +460,11 @@ class Study:
             return
         best = max(cands, key=lambda v: results[f"{emb}/{v}/n{min(self.sc.target, len(data[v]))}"]["average"])
         rows = _ordered(data[best], self.sc.seed)
-        sizes = self.sc.scaling_sizes or sorted({max(1, round(len(rows) / 2 ** k)) for k in range(5)})
+        n, common = len(rows), min(len(r) for r in data.values())
+        # five sizes, geometric up to all of it; from the equal-count comparison's size when that is a sensible
+        # start (its model is then shared), else from n/16
+        lo = common if 8 <= common <= n // 4 else max(1, round(n / 16))
+        sizes = self.sc.scaling_sizes or sorted({max(1, round(lo * (n / lo) ** (k / 4))) for k in range(5)})
         sizes = [n for n in sizes if n <= len(rows)]
         for n in sizes:
             self._evaluate(emb, best, rows[:n], chosen)
