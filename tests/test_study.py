@@ -20,12 +20,22 @@ TINY = ROOT / "tests" / "fixtures" / "eval" / "valid"
 
 
 def _reply(messages, index):
+    import zlib
+
     from test_data_stages_unit import reply
 
     text = messages[-1]["content"]
     if "You are checking training data" in text:
         return json.dumps({"query_realism": 4, "positive_relevance": 5, "negative_hardness": 2 + index % 2})
-    return reply(messages, index)
+    out = reply(messages, index)
+    if "Brainstorm" in text or "outputs, numbered from 0" in text or not out.startswith("{"):
+        return out
+    # a different example for every prompt (else MinHash keeps one per kind): its words drawn from the prompt's hash
+    h = zlib.crc32(text.encode())
+    words = " ".join(f"w{(h >> s) % 997}" for s in range(0, 24, 3))
+    return json.dumps({k: f"{v} {words}" for k, v in json.loads(out).items()
+                       if k not in ("label", "misleading_label")} | {k: v for k, v in json.loads(out).items()
+                                                                        if k in ("label", "misleading_label")})
 
 
 @pytest.fixture

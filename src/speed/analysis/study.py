@@ -8,8 +8,9 @@ kept, so a rerun after a kill pays nothing twice):
    junior SFT, teacher judge -> senior DPO, teacher revisions -> revisor SFT).
 2. ``generate``: the same planned prompts (the synthesize stage's planning, sampling and generation
    path) through each variant -- untrained base, junior, senior, senior + revisor, teacher-direct -- in
-   rounds until ``target`` final examples or ``max_prompts``. Final = schema-valid and not dropped by
-   the export's false-negative rule (``export.false_negative_kinds``); every row keeps its raw text
+   rounds until ``target`` final examples or ``max_prompts``. Final = schema-valid, not a MinHash
+   duplicate of an earlier one (the ``dedup`` stage's settings) and not dropped by the export's
+   false-negative rule (``export.false_negative_kinds``); every row keeps its raw text
    and reason. The variants' final examples go to ``results_dir/data/VARIANT.parquet``.
 3. ``judge``: the teacher scores a fixed random sample of each variant's examples on a 1-5 rubric.
 4. ``select``: training settings of one embedder chosen on a held-out split of senior + revisor data
@@ -242,11 +243,21 @@ class Study:
         self.write("variants", done)
 
     def _finalize(self, rows: list[dict]) -> None:
-        """``final`` per row: valid, and not a likely false negative of a kind the export drops them for."""
+        """``final`` per row, as the pipeline would export it: valid, not an exact or near duplicate of an
+        earlier valid row (the ``dedup`` stage's MinHash and settings), and not a likely false negative of a
+        kind the export drops them for."""
+        from ..synth.dedup import dedup
         from ..synth.quality import similarity_signals
         from .compare import _example
 
         valid = [r for r in rows if r["valid"]]
+        dup: dict[int, str] = {}
+        if valid:
+            d = self.config.stage("dedup")
+            res = dedup([_example(r).full_text() for r in valid], threshold=d.threshold, num_perm=d.num_perm,
+                        shingle=d.shingle, shingle_size=d.shingle_size, bands=d.bands, rows=d.rows, exact=d.exact,
+                        near=d.near, seed=self.config.run.seed)
+            dup = {x.index: f"duplicate_{x.reason}" for x in res.duplicates}
         sig = similarity_signals([_example(r) for r in valid], self.reference_embedder()) if valid else []
         fn_kinds = set(self.config.stage("export").false_negative_kinds)
         if self.config.stage("export").drop_false_negatives:
@@ -254,9 +265,11 @@ class Study:
         for r in rows:
             r.update(final=False, drop_reason=None if r["valid"] else r["reason"], sim_pos=None, sim_neg=None,
                      margin=None, false_negative=None)
-        for r, s in zip(valid, sig):
+        for i, (r, s) in enumerate(zip(valid, sig)):
             r.update({k: s[k] for k in ("sim_pos", "sim_neg", "margin", "false_negative")})
-            if s["false_negative"] and r["kind"] in fn_kinds:
+            if i in dup:
+                r["drop_reason"] = dup[i]
+            elif s["false_negative"] and r["kind"] in fn_kinds:
                 r["drop_reason"] = "false_negative"
             else:
                 r["final"] = True
