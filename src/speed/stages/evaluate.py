@@ -12,7 +12,9 @@ instruction), not as a plain language model.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ..runtime.configschema import check
@@ -96,9 +98,6 @@ def _base_model(ctx, base_ref, ref) -> str:
     trainer sets it up (a plain causal LM folder would be mean-pooled without EOS)."""
     from ..train.embedder import INFO_FILE, untrained_embedder
 
-    import json
-    from pathlib import Path
-
     info_path = Path(ref.model) / INFO_FILE
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     if info.get("family") != "decoder":
@@ -119,16 +118,18 @@ def _intervals(trained: dict, base: dict, n: int, seed: int) -> dict:
     if not items:
         return {}
     s = summarize(items, [("base", "trained")], n=n, seed=seed)
-    d = s["differences"][0]
+    base, trained_, gain = s["scores"]["base"], s["scores"]["trained"], s["differences"][0]
+
+    def triple(score: float, ci) -> list[float]:
+        return [round(score, 4), round(ci[0], 4), round(ci[1], 4)]
+
     out = {}
     for t in list(items) + ["average"]:
-        b = s["scores"]["base"]["average" if t == "average" else "tasks"]
-        f = s["scores"]["trained"]["average" if t == "average" else "tasks"]
-        b, f = (b, f) if t == "average" else (b[t], f[t])
-        g = d["average"] if t == "average" else d["tasks"][t]
-        out[t] = {"base": [round(b["score"], 4), *(round(x, 4) for x in b["ci"])],
-                  "trained": [round(f["score"], 4), *(round(x, 4) for x in f["ci"])],
-                  "gain": [round(g["diff"], 4), *(round(x, 4) for x in g["ci"])]}
+        b = base["average"] if t == "average" else base["tasks"][t]
+        f = trained_["average"] if t == "average" else trained_["tasks"][t]
+        g = gain["average"] if t == "average" else gain["tasks"][t]
+        out[t] = {"base": triple(b["score"], b["ci"]), "trained": triple(f["score"], f["ci"]),
+                  "gain": triple(g["diff"], g["ci"])}
     return out
 
 
