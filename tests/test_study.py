@@ -241,3 +241,13 @@ def test_retrieval_corpus_cut_keeps_every_judged_document(tmp_path):
     assert len(ids) == 10 and {"d7", "d29"} <= set(ids)
     assert json.loads(Path(cut, "task.json").read_text())["name"] == "R-10"
     assert Study(cfg, log=lambda m: None).eval_tasks() == [cut]  # made once
+
+
+def test_from_data_without_data_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from speed.cli.main import main
+
+    cfg = _config(tmp_path)
+    assert main(["study", str(cfg), "--from-data", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no variant data (*.parquet) here" in err[0]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "work").exists()

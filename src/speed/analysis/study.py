@@ -48,20 +48,20 @@ class Study:
         self.results = Path(self.sc.results_dir)
         self.raw = self.results / "raw"
         self.run_dir = Path(default_run_dir(config))
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.raw.mkdir(parents=True, exist_ok=True)
-        (self.results / "data").mkdir(parents=True, exist_ok=True)
         self._embedder = None
+        files = []
         if from_data is not None:  # another study's committed data: copied in, so that these results stand alone
-            import shutil
-
             src = Path(from_data)
             files = sorted(src.glob("*.parquet")) if src.is_dir() else []
             if not files:
                 raise InputError(f"{src}: no variant data (*.parquet) here; expected e.g. docs/results/data")
-            if src.resolve() != (self.results / "data").resolve():
-                for f in files:
-                    shutil.copy(f, self.results / "data" / f.name)
+        for d in (self.work, self.raw, self.results / "data"):
+            d.mkdir(parents=True, exist_ok=True)
+        if files and Path(from_data).resolve() != (self.results / "data").resolve():
+            import shutil
+
+            for f in files:
+                shutil.copy(f, self.results / "data" / f.name)
 
     # -- bookkeeping ------------------------------------------------------------------------------------
     def read(self, name: str, default=None):
