@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
+from ..runtime.rundir import RunDir
+from .compare import _safe
 
 SPEED_VARIANTS = ("base", "junior", "senior", "senior+revisor", "junior+revisor")
 
@@ -105,7 +107,7 @@ class Study:
                 from ..runtime.pipeline import Pipeline
 
                 Pipeline(self.config, self.run_dir).run(until=self.config.run.until, log=self.log)
-            manifest = json.loads((self.run_dir / "manifest.json").read_text(encoding="utf-8"))
+            manifest = RunDir(self.run_dir).read_manifest()
             self.write("speed_run", {name: {"seconds": e.get("seconds"), "status": e.get("status"),
                                             "counts": {k: v for k, v in (e.get("counts") or {}).items()
                                                        if isinstance(v, (int, float, str))}}
@@ -144,11 +146,13 @@ class Study:
                                         text=True, timeout=10).stdout.strip())
         except (OSError, subprocess.SubprocessError):
             commit, dirty = None, None
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+        from ..llm.engine_probe import cpu_signature
+
+        cpu, _, flags = cpu_signature().partition("|")
         prov = self.read("provenance", {})
         prov.update({"commit": commit, "dirty": dirty, "config": str(src), "started_first": prov.get("started_first", started),
-                     "last_started": started, "machine": {"cpu": cpu, "cores": _cores(), "python": platform.python_version()}})
+                     "last_started": started, "machine": {"cpu": cpu, "amx": "amx_tile" in flags.split(), "cores": _cores(),
+                                 "python": platform.python_version()}})
         if finished:
             prov["finished"] = finished
         self.write("provenance", prov)
@@ -171,7 +175,7 @@ class Study:
         from ..runtime.trained import effective_ref
         from .compare import Variant
 
-        manifest = json.loads((self.run_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = RunDir(self.run_dir).read_manifest()
         m = self.config.models
 
         def trained(role):
@@ -251,14 +255,15 @@ class Study:
         from .compare import _example
 
         valid = [r for r in rows if r["valid"]]
+        examples = [_example(r) for r in valid]
         dup: dict[int, str] = {}
         if valid:
             d = self.config.stage("dedup")
-            res = dedup([_example(r).full_text() for r in valid], threshold=d.threshold, num_perm=d.num_perm,
+            res = dedup([e.full_text() for e in examples], threshold=d.threshold, num_perm=d.num_perm,
                         shingle=d.shingle, shingle_size=d.shingle_size, bands=d.bands, rows=d.rows, exact=d.exact,
                         near=d.near, seed=self.config.run.seed)
             dup = {x.index: f"duplicate_{x.reason}" for x in res.duplicates}
-        sig = similarity_signals([_example(r) for r in valid], self.reference_embedder()) if valid else []
+        sig = similarity_signals(examples, self.reference_embedder()) if valid else []
         fn_kinds = set(self.config.stage("export").false_negative_kinds)
         if self.config.stage("export").drop_false_negatives:
             fn_kinds = {r["kind"] for r in rows}
@@ -287,14 +292,14 @@ class Study:
                         "revised": bool(r["revised"]), "length_ok": _all_true(r["length_ok"]),
                         "sim_pos": r["sim_pos"], "sim_neg": r["sim_neg"], "margin": r["margin"],
                         "false_negative": r["false_negative"]})
-        write_parquet(self.results / "data" / f"{_file(v.name)}.parquet", out)
+        write_parquet(self.results / "data" / f"{_safe(v.name)}.parquet", out)
 
     def _load_data(self) -> dict[str, list[dict]]:
         import pyarrow.parquet as pq
 
         data = {}
         for name in self.sc.variants:
-            p = self.results / "data" / f"{_file(name)}.parquet"
+            p = self.results / "data" / f"{_safe(name)}.parquet"
             if not p.is_file():
                 raise InputError(f"{p}: missing (run the study's generation first: speed study CONFIG)")
             data[name] = pq.read_table(p).to_pylist()
@@ -560,24 +565,24 @@ class Study:
 
     # -- 7: cost --------------------------------------------------------------------------------------------
     def _cost(self) -> None:
-        from ..llm.ledger import iter_ledger
+        from ..llm.ledger import iter_ledger, summarize
 
-        def tally(path, name_of):
+        def tally(path: Path, key) -> dict:
+            """Calls and tokens that reached a model (``ledger.summarize``), per stage and role."""
+            rows = list(iter_ledger(path)) if path.is_file() else []
             out: dict = {}
-            for r in iter_ledger(path) if Path(path).is_file() else []:
-                if r.get("cache_hit"):
-                    continue
-                e = out.setdefault(name_of(r), {"role": r["role"], "model": r["model"], "calls": 0,
-                                                "prompt_tokens": 0, "completion_tokens": 0, "errors": 0})
-                e["calls"] += int(r.get("n") or 1)
-                e["prompt_tokens"] += int(r.get("prompt_tokens") or 0)
-                e["completion_tokens"] += int(r.get("completion_tokens") or 0)
-                e["errors"] += bool(r.get("error"))
+            for stage in sorted({r["stage"] for r in rows}):
+                for role, models in summarize(rows, stage).items():
+                    for model, t in models.items():
+                        if t["calls"]:
+                            out[key(stage, role)] = {"role": role, "model": model, "calls": t["calls"],
+                                                     "prompt_tokens": t["prompt_tokens"],
+                                                     "completion_tokens": t["completion_tokens"], "errors": t["errors"]}
             return out
 
         variants = self.read("variants", {})
-        self.write("cost", {"speed_run": tally(self.run_dir / "ledger.jsonl", lambda r: f"{r['stage']}:{r['role']}"),
-                            "study": tally(self.work / "ledger.jsonl", lambda r: r["stage"]),
+        self.write("cost", {"speed_run": tally(self.run_dir / "ledger.jsonl", lambda stage, role: f"{stage}:{role}"),
+                            "study": tally(self.work / "ledger.jsonl", lambda stage, role: stage),
                             "final_examples": {k: v["final"] for k, v in variants.items()},
                             "prompts_used": {k: v["prompts_used"] for k, v in variants.items()},
                             "prompts_generated": {k: v["prompts_generated"] for k, v in variants.items()}})
@@ -627,10 +632,6 @@ def _as_dict(cfg) -> dict:
 def _all_true(flags) -> bool | None:
     vals = [v for v in (flags or {}).values() if v is not None]
     return all(vals) if vals else None
-
-
-def _file(name: str) -> str:
-    return name.replace("+", "_plus_")
 
 
 def _rm(path: Path) -> None:

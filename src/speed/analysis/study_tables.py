@@ -37,8 +37,9 @@ def _ci(lo_hi, nd: int = 3) -> str:
 
 
 def _md(head: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] +
-                     ["| " + " | ".join(r) + " |" for r in rows])
+    from .report import _table
+
+    return "\n".join(_table(head, rows))
 
 
 def _csv(head: list[str], rows: list[list]) -> str:
@@ -286,7 +287,7 @@ def fixes(raw: Path) -> str:
                          f"{r['repeated_keys_kept']} rejected", f"{r['repeated_keys_kept']} valid (first value of "
                          f"each key), {r['repeated_keys_final']} of them final"])
     for v, r in sorted(f["variants"].items(), key=lambda x: _rank(x[0])):
-        rows.append([f"classification input under half its sampled length", f"{v}: {r['classification']} classification rows",
+        rows.append(["classification input under half its sampled length", f"{v}: {r['classification']} classification rows",
                      f"{r['too_short']} kept", f"0 ({r['too_short']} rejected: too_short)"])
     for v, r in sorted(f["variants"].items(), key=lambda x: _rank(x[0])):
         rows.append(["STS triple whose S3 is as close to S1 as S2 (reference embedder)",

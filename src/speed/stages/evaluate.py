@@ -12,9 +12,7 @@ instruction), not as a plain language model.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from ..runtime.configschema import check
@@ -96,15 +94,15 @@ def run(ctx) -> None:
 def _base_model(ctx, base_ref, ref) -> str:
     """The base to compare with: the configured model, or for a decoder the untrained model set up as the
     trainer sets it up (a plain causal LM folder would be mean-pooled without EOS)."""
-    from ..train.embedder import INFO_FILE, untrained_embedder
+    from ..evaluate.encoder import uses_instruction
+    from ..train.embedder import INFO_FILE, detect_family, untrained_embedder
 
-    info_path = Path(ref.model) / INFO_FILE
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    if info.get("family") != "decoder":
+    if detect_family(ref.model) != "decoder":
         return base_ref.model
     folder = ctx.dir / "untrained"
-    if not (folder / "model" / INFO_FILE).is_file():
-        untrained_embedder(base_ref.model, folder, ctx.config.stage("train-embedder"), info.get("instruction"))
+    if not (folder / "model" / INFO_FILE).is_file():  # with the instruction setting the trained model records
+        untrained_embedder(base_ref.model, folder, ctx.config.stage("train-embedder"),
+                           uses_instruction(ref.model, ref.model, None))
     return str(folder / "model")
 
 
