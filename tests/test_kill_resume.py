@@ -26,7 +26,7 @@ from speed.runtime.rundir import RunDir
 pytest.importorskip("sentence_transformers")
 
 BEFORE_EVAL = ["topics", "brainstorm", "seed", "train-junior", "root", "judge", "revise-signals", "train-senior",
-               "train-revisor", "synthesize", "revise", "dedup", "export", "train-embedder"]
+               "train-revisor", "synthesize", "revise", "dedup", "score", "export", "train-embedder"]
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPEED_PROGRESS": "0"}
 
 WRAPPER = textwrap.dedent("""

@@ -86,6 +86,20 @@ def test_rows_become_triplets_and_pairs_with_the_query_instruction():
     assert only == [] and c["skipped_kind"] == 2
 
 
+def test_a_mined_negative_next_to_the_generated_one_makes_a_second_negative_column():
+    from speed.train.embedder import build_rows, train_dataset
+
+    rows = [{"kind": "retrieval", "task": "t", "query": "q1", "positive": "p1", "negative": "n1", "mined_negative": "m1"},
+            {"kind": "short-short", "task": "t", "query": "q2", "positive": "p2", "negative": "", "mined_negative": "m2"},
+            {"kind": "retrieval", "task": "t", "query": "q3", "positive": "p3", "negative": "n3"}]
+    trip, pairs, _ = build_rows(rows, None)
+    assert trip == [{"anchor": "q1", "positive": "p1", "negative": "n1", "negative_2": "m1"},
+                    {"anchor": "q2", "positive": "p2", "negative": "m2"},
+                    {"anchor": "q3", "positive": "p3", "negative": "n3"}] and pairs == []
+    ds = train_dataset(trip, pairs)
+    assert set(ds) == {"triplets", "two_negatives"} and ds["two_negatives"].column_names[-1] == "negative_2"
+
+
 def test_instruction_defaults_by_family():
     from speed.train.embedder import detect_family, instruction_on
     from speed.models import resolve_model

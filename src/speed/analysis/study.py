@@ -10,7 +10,7 @@ kept, so a rerun after a kill pays nothing twice):
    path) through each variant -- untrained base, junior, senior, senior + revisor, teacher-direct -- in
    rounds until ``target`` final examples or ``max_prompts``. Final = schema-valid, not a MinHash
    duplicate of an earlier one (the ``dedup`` stage's settings) and not dropped by the export's
-   false-negative rule (``export.false_negative_kinds``); every row keeps its raw text
+   false-negative rule (``export.false_negative_action``: its ``drop`` kinds); every row keeps its raw text
    and reason. The variants' final examples go to ``results_dir/data/VARIANT.parquet``.
 3. ``judge``: the teacher scores a fixed random sample of each variant's examples on a 1-5 rubric.
 4. ``select``: training settings of one embedder chosen on a held-out split of senior + revisor data
@@ -251,6 +251,7 @@ class Study:
         earlier valid row (the ``dedup`` stage's MinHash and settings), and not a likely false negative of a
         kind the export drops them for."""
         from ..synth.dedup import dedup
+        from ..synth.filters import is_false_negative
         from ..synth.quality import similarity_signals
         from .compare import _example
 
@@ -264,9 +265,9 @@ class Study:
                         near=d.near, seed=self.config.run.seed)
             dup = {x.index: f"duplicate_{x.reason}" for x in res.duplicates}
         sig = similarity_signals(examples, self.reference_embedder()) if valid else []
-        fn_kinds = set(self.config.stage("export").false_negative_kinds)
-        if self.config.stage("export").drop_false_negatives:
-            fn_kinds = {r["kind"] for r in rows}
+        export = self.config.stage("export")
+        for s in sig:
+            s["false_negative"] = is_false_negative(s["sim_pos"], s["sim_neg"], export)
         for r in rows:
             r.update(final=False, drop_reason=None if r["valid"] else r["reason"], sim_pos=None, sim_neg=None,
                      margin=None, false_negative=None)
@@ -274,7 +275,7 @@ class Study:
             r.update({k: s[k] for k in ("sim_pos", "sim_neg", "margin", "false_negative")})
             if i in dup:
                 r["drop_reason"] = dup[i]
-            elif s["false_negative"] and r["kind"] in fn_kinds:
+            elif s["false_negative"] and export.false_negative_action.get(r["kind"]) == "drop":
                 r["drop_reason"] = "false_negative"
             else:
                 r["final"] = True

@@ -354,17 +354,19 @@ def parse_revision(kind: str, text: str, attributes: dict[str, Any] | None = Non
         return _reject(raw, "invalid_json", f"parser error: {type(exc).__name__}", [])
 
 
-def parse_rubric(text: str) -> Parsed:
-    """The three 1-5 rubric scores (``prompts.rubric``); a score outside 1-5 or missing rejects the answer."""
+def parse_rubric(text: str, keys: tuple[str, ...] | None = None) -> Parsed:
+    """The 1-5 rubric scores ``keys`` (default ``prompts.rubric.RUBRIC_KEYS``); a score outside 1-5 or
+    missing rejects the answer."""
     from .rubric import RUBRIC_KEYS
 
+    keys = keys or RUBRIC_KEYS
     raw = text if isinstance(text, str) else repr(text)
     try:
-        val, repairs, bad = _object_with_keys(text, raw, RUBRIC_KEYS)
+        val, repairs, bad = _object_with_keys(text, raw, keys)
         if bad is not None:
             return bad
         scores = {}
-        for k in RUBRIC_KEYS:
+        for k in keys:
             v = _as_index(val[k])
             if v is None or not 1 <= v <= 5:
                 return _reject(raw, "bad_score", f"{k} = {val[k]!r} (expected an integer 1-5)", repairs)

@@ -31,6 +31,7 @@ STAGE_ORDER: tuple[str, ...] = (
     "synthesize",
     "revise",
     "dedup",
+    "score",
     "export",
     "train-embedder",
     "evaluate",

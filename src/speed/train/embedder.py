@@ -9,9 +9,11 @@ sees the whole global batch as negatives.
 
 Rows: ``export/data.jsonl`` (kind, task, query, positive, negative). A row with a negative is a
 triplet (anchor, positive, negative); a row without one (the matching kinds) a pair (anchor,
-positive) with in-batch negatives only. Triplets and pairs are two datasets; each batch is drawn
-from one of them (``mix: proportional``: every row once per epoch, datasets in proportion to their
-size; ``round_robin``: alternate, until the smaller one runs out). MNRL treats both shapes
+positive) with in-batch negatives only; a row with a mined negative next to its generated one
+(export ``mine_negatives: add``) a 4-tuple (anchor, positive, negative, negative_2). Triplets, pairs
+(and 4-tuples) are separate datasets; each batch is drawn from one of them (``mix: proportional``:
+every row once per epoch, datasets in proportion to their size; ``round_robin``: alternate, until
+the smallest one runs out). MNRL treats every shape
 correctly, and no negative is invented for a pair.
 
 Query side: ``query_template`` (default ``Instruct: {task}\\nQuery: {query}``) when instructions are
@@ -90,7 +92,11 @@ def build_rows(rows: list[dict], template: str | None, kinds: list[str] | None =
             counts["skipped_empty"] += 1
             continue
         anchor = format_query(q, str(row.get("task") or ""), template)
-        if n:
+        m = (row.get("mined_negative") or "").strip()  # export's mine_negatives: add: a second negative
+        n, m = (n, m) if n else (m, "")
+        if n and m and m != n:
+            triplets.append({"anchor": anchor, "positive": p, "negative": n, "negative_2": m})
+        elif n:
             triplets.append({"anchor": anchor, "positive": p, "negative": n})
         else:
             pairs.append({"anchor": anchor, "positive": p})
@@ -102,8 +108,12 @@ def train_dataset(triplets: list[dict], pairs: list[dict]):
     from datasets import Dataset, DatasetDict
 
     parts = {}
-    if triplets:
-        parts["triplets"] = Dataset.from_list(triplets)
+    two = [t for t in triplets if "negative_2" in t]  # rows with a mined negative next to the generated one
+    one = [t for t in triplets if "negative_2" not in t]
+    if one:
+        parts["triplets"] = Dataset.from_list(one)
+    if two:
+        parts["two_negatives"] = Dataset.from_list(two)
     if pairs:
         parts["pairs"] = Dataset.from_list(pairs)
     if not parts:
