@@ -80,10 +80,6 @@ class FilterSettings:
         check(self.min_score is None or 1.0 <= self.min_score <= 5.0, f"{where}.min_score", self.min_score,
               "must be null or in [1, 5] (the mean of the teacher's 1-5 rubric scores)")
 
-    def uses_embedder(self) -> bool:
-        return (self.round_trip or self.mine_negatives != "off"
-                or any(a != "keep" for a in self.false_negative_action.values()))
-
 
 def is_false_negative(sim_pos: float | None, sim_neg: float | None, s: FilterSettings) -> bool | None:
     """Is the negative as close to the query as the positive (by the rule of ``s``)? None without both."""
