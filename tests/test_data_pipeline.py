@@ -123,3 +123,59 @@ export: {{quality: false}}
     # the brainstorm calls of the killed run were not repeated either
     bs = [r for r in iter_ledger(killed / "ledger.jsonl") if r["stage"] == "brainstorm"]
     assert sum(not r["cache_hit"] for r in bs) == 2
+
+
+def test_kill_in_score_with_every_filter_on_then_rerun_matches_uninterrupted_run(tmp_path):
+    """Every export filter on and the teacher's score stage: SIGKILL while score is running; the rerun's
+    export (rows, filtered rows, per-filter funnel) equals an uninterrupted run's and no teacher call is
+    paid twice."""
+    cfg = tmp_path / "filters.yaml"
+    cfg.write_text(f"""
+run: {{name: filters, seed: 5, until: export,
+      skip: [seed, train-junior, root, judge, revise-signals, train-senior, train-revisor]}}
+models:
+  teacher: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2, {DETERMINISTIC}}}
+  senior: {{backend: llamacpp, model: qwen2.5-coder-0.5b-instruct, n_threads: 2, {DETERMINISTIC}}}
+  revisor: {{backend: llamacpp, model: smollm2-135m-instruct, n_threads: 2, {DETERMINISTIC}}}
+topics: {{count: 2}}
+brainstorm: {{max_tokens: 96, kinds: [retrieval]}}
+synthesize: {{count: 12, shard_size: 4, max_tokens: 256, proportions: {{retrieval: 1, sts: 1}}}}
+revise: {{max_tokens: 160, shard_size: 4}}
+score: {{enabled: true, shard_size: 2, max_tokens: 64}}
+export: {{min_score: 2, false_negative_rule: percpos, false_negative_action: {{retrieval: mine, sts: strip}},
+         round_trip: true, round_trip_k: 3, mine_negatives: add, mine_relative_margin: 0.0}}
+""")
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    env = {"SPEED_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "speed", "run", str(cfg), "--run-dir", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env})
+    t0 = time.time()
+    while time.time() - t0 < 900:
+        if _stage_status(killed, "score") == "running" and _shards_done(killed, "score") >= 1:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:])
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    scored_before = sum(1 for r in iter_ledger(killed / "ledger.jsonl") if r["stage"] == "score" and not r["cache_hit"])
+    assert scored_before >= 2
+    assert len(_lines(killed / "dedup" / "examples.jsonl")) >= 4  # enough rows for the filters to act on
+
+    again = run_cli("run", str(cfg), "--run-dir", str(killed), env=env, timeout=1800)
+    assert again.returncode == 0, again.stderr[-3000:]
+    uninterrupted = run_cli("run", str(cfg), "--run-dir", str(full), env=env, timeout=1800)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    for name in ("data.jsonl", "filtered.jsonl", "st_triplets.jsonl"):
+        assert _lines(full / "export" / name) == _lines(killed / "export" / name), name
+    funnel = RunDir(killed).read_manifest()["stages"]["export"]["counts"]["filters"]
+    assert funnel == RunDir(full).read_manifest()["stages"]["export"]["counts"]["filters"]
+    assert [f["filter"] for f in funnel] == ["teacher_score", "false_negative", "round_trip", "mined_negatives"]
+    unique = len(_lines(killed / "dedup" / "examples.jsonl"))
+    assert funnel[0]["in"] == unique
+    # the score stage asked the teacher once per unique example, in all (the calls before the kill are not repaid)
+    ledger = [r for r in iter_ledger(killed / "ledger.jsonl") if r["stage"] == "score"]
+    assert sum(not r["cache_hit"] for r in ledger) == unique
+    rows = _lines(killed / "export" / "data.jsonl")
+    assert all(r["mined_negative"] not in (r["positive"], r["query"]) for r in rows if r["mined_negative"])

@@ -26,6 +26,9 @@ def _reply(messages, index):
 
     text = messages[-1]["content"]
     if "You are checking training data" in text:
+        if '"validity"' in text:  # the score stage's rubric: a third of the examples are invalid
+            return json.dumps({"query_realism": 4, "positive_relevance": 5, "negative_hardness": 2,
+                               "validity": 1 if zlib.crc32(text.encode()) % 3 == 0 else 5})
         return json.dumps({"query_realism": 4, "positive_relevance": 5, "negative_hardness": 2 + index % 2})
     out = reply(messages, index)
     if "Brainstorm" in text or "outputs, numbered from 0" in text or not out.startswith("{"):
@@ -251,3 +254,42 @@ def test_from_data_without_data_is_one_line_and_writes_nothing(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no variant data (*.parquet) here" in err[0]
     assert not (tmp_path / "results").exists() and not (tmp_path / "work").exists()
+
+
+def test_study_filter_rows_at_equal_counts(tmp_path, scripted_models):
+    """Issue 17's rows: the export's own filter code on one variant's data, teacher scores counted, a held-out
+    choice, every row trained and evaluated at one count, and the table rendered from raw."""
+    from speed.cli.main import main
+
+    cfg_path = _config(tmp_path)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["study"].update(target=14, max_prompts=24, variants=["base"], filters_variant="base", scaling_sizes=[14],
+                        select={}, filters={"none": {}, "score": {"min_score": 3.5},
+                                            "mined": {"mine_negatives": "add", "mine_relative_margin": 0.0}})
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main(["study", str(cfg_path)]) == 0
+    raw = tmp_path / "results" / "raw"
+    f = json.loads((raw / "filters.json").read_text())
+    held = f["heldout_rows"]
+    pool = 14 - held
+    assert set(f["rows"]) >= {"none", "score", "mined"} and f["rows"]["none"]["kept"] == pool
+    dropped = f["rows"]["score"]["funnel"][0]
+    assert dropped["filter"] == "teacher_score" and dropped["dropped"].get("low_score", 0) >= 1
+    assert f["rows"]["score"]["kept"] == pool - dropped["dropped"]["low_score"]
+    assert f["n"] == min(r["kept"] for r in f["rows"].values())
+    mined = f["rows"]["mined"]["funnel"][-1]
+    assert mined["filter"] == "mined_negatives" and mined["changed"].get("added", 0) >= 1
+    assert sum(mined["changed"].values()) <= pool  # the query -> document kinds only
+    # the teacher scored every pooled example once, in the study's ledger
+    ledger = [json.loads(x) for x in (tmp_path / "work" / "ledger.jsonl").read_text().splitlines()]
+    assert sum(1 for r in ledger if r["stage"] == "study:score" and not r["cache_hit"]) == pool
+    down = json.loads((raw / "downstream.json").read_text())
+    for row in f["rows"]:
+        assert f"minilm/filters:{row}/n{f['n']}" in down, row
+    assert all(r["heldout"]["train_rows"] == f["n"] for k, r in f["rows"].items() if k != "chosen")
+    table = (tmp_path / "results" / "filters.md").read_text()
+    assert "average - none (95% CI)" in table and "held-out MRR" in table
+    # a bad filter key is named before anything runs
+    cfg["study"]["filters"]["bad"] = {"round_trip_k": 0}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main(["study", str(cfg_path)]) == 2

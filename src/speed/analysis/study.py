@@ -20,6 +20,11 @@ kept, so a rerun after a kill pays nothing twice):
    on ``eval_tasks`` with per-item scores kept for paired bootstrap intervals.
 6. ``scaling``: the best SPEED variant at five nested sizes.
 7. ``cost``: teacher calls and tokens of the SPEED run and of teacher-direct generation.
+8. ``filters`` (with ``study.filters``; issue 17): ``filters_variant``'s final examples through each named
+   set of export filter keys (``speed.synth.filters``, the export's own code; teacher scores by the score
+   stage's rubric when a row uses ``min_score``); each row's held-out in-batch MRR (a split of that variant's
+   data no row trains on) picks the filters that beat no filter, whose combination is row ``chosen``; every
+   row is then trained and evaluated at one equal count (``downstream.json`` keys ``EMB/filters:ROW/nN``).
 8. ``tables``: ``speed.analysis.study_tables`` renders every table and plot from ``results_dir/raw``.
 """
 
@@ -129,6 +134,9 @@ class Study:
         if not self.from_data:
             with self.step("7 cost"):
                 self._cost()
+        if self.sc.filters:
+            with self.step("8 filters"):
+                self._filters(data, chosen)
         self._provenance(started, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         from .study_tables import render
 
@@ -490,6 +498,106 @@ class Study:
         self.write("scaling", {"embedder": emb, "variant": best, "sizes": sizes, "target_score": self.sc.target_score,
                                "chosen_by": "best decoder dev-suite average among the SPEED variants"})
 
+    # -- 8: the export's filters (issue 17) -----------------------------------------------------------------
+    def _scores(self, rows: list[dict]) -> dict[str, dict | None]:
+        """The teacher's ``score`` rubric (the score stage's prompt, four criteria) for every row: id ->
+        {score, scores} or None (an unusable verdict). Cached and counted in the study's ledger."""
+        from ..llm.cache import RequestCache
+        from ..llm.client import LLMClient
+        from ..llm.ledger import Ledger
+        from ..prompts.parse import parse_rubric
+        from ..prompts.rubric import SCORE_KEYS, rubric_messages
+        from ..stages.generation import GenerationConfig, request
+
+        sampling = GenerationConfig(temperature=0.0, max_tokens=self.sc.score_max_tokens).sampling()
+        reqs = [request(rubric_messages(r["kind"], r["task"], r["query"], r["positive"], r["negative"] or None,
+                                        keys=SCORE_KEYS), sampling, seed=self.sc.seed) for r in rows]
+        cache, ledger = RequestCache(self.work / "cache.sqlite"), Ledger(self.work / "ledger.jsonl")
+        client = LLMClient(self.config.models["teacher"], role="teacher", stage="study:score", cache=cache,
+                           ledger=ledger)
+        try:
+            self.log(f"[study] filters: the teacher scores {len(reqs)} examples ...")
+            comps = client.generate(reqs, desc="score") if reqs else []
+        finally:
+            client.close()
+            cache.close()
+        out = {}
+        for r, c in zip(rows, comps):
+            p = parse_rubric(c[0].text, SCORE_KEYS) if c[0].ok else None
+            out[r["id"]] = ({"scores": p.value, "score": round(sum(p.value.values()) / len(p.value), 4)}
+                            if p and p.ok else None)
+        return out
+
+    def _filters(self, data, chosen) -> None:
+        """Issue 17: ``filters_variant``'s final examples through each filter row (the export's own filter code,
+        ``speed.synth.filters``), then the combination of the filters that beat no filter on held-out synthetic
+        data (the selection's held-out split and metric, never the evaluation tasks), every row trained and
+        evaluated at one equal count on every embedder."""
+        from ..runtime.configschema import from_dict
+        from ..synth.filters import FilterSettings, apply
+
+        name = self.sc.filters_variant
+        if not data.get(name):
+            self.log(f"[study] filters: no data for {name}; skipped")
+            return
+        rows = _ordered(data[name], self.sc.seed)
+        n_hold = min(len(rows) - 1, max(1, round(len(rows) * float((self.sc.select or {}).get("holdout", 0.2)))))
+        held, pool = rows[:n_hold], rows[n_hold:]  # held out of every filter row's training data
+        specs = {k: dict(v or {}) for k, v in self.sc.filters.items()}
+        scores = self._scores(pool) if any(v.get("min_score") is not None for v in specs.values()) else {}
+        pool = [{**r, **(scores.get(r["id"]) or {"score": None, "scores": None})} for r in pool]
+
+        def run(spec: dict):
+            return apply([dict(r) for r in pool], from_dict(FilterSettings, spec, "study.filters"),
+                         model=self.reference_embedder())
+
+        out = self.read("filters", {})
+        key = json.dumps({"filters": specs, "variant": name, "rows": [r["id"] for r in rows]}, sort_keys=True)
+        if out.get("key") != key:
+            out = {"key": key, "variant": name, "heldout_rows": len(held), "rows": {}}
+        sel_emb = (self.sc.select or {}).get("embedder") or next(iter(self.sc.embedders))
+        results = {k: run(v) for k, v in specs.items()}
+        n = min(len(r.rows) for r in results.values())
+        if n < 8:
+            self.log(f"[study] filters: a filter row keeps only {n} examples; too few to train on, skipped")
+            out.update(n=n, rows={k: {"spec": specs[k], "kept": len(r.rows), "funnel": r.funnel}
+                                  for k, r in results.items()})
+            self.write("filters", out)
+            return
+        for k, res in results.items():
+            if k not in out["rows"]:
+                out["rows"][k] = {"spec": specs[k], "kept": len(res.rows), "funnel": res.funnel,
+                                  "heldout": self._heldout(sel_emb, res.rows[:n], held, chosen, k)}
+                self.write("filters", out)
+        base = out["rows"]["none"]["heldout"]["mrr"]
+        winners = [k for k in specs if k != "none" and out["rows"][k]["heldout"]["mrr"] > base]
+        combo: dict = {}
+        for k in winners:
+            combo.update(specs[k])
+        if len(winners) >= 2 and "chosen" not in out["rows"]:
+            res = run(combo)
+            n = min(n, len(res.rows))
+            results["chosen"] = res
+            out["rows"]["chosen"] = {"spec": combo, "kept": len(res.rows), "funnel": res.funnel, "of": winners,
+                                     "heldout": self._heldout(sel_emb, res.rows[:n], held, chosen, "chosen")}
+        elif len(winners) >= 2:
+            results["chosen"] = run(combo)
+        out.update(chosen=winners, chosen_spec=combo, n=n,
+                   chosen_by=f"held-out in-batch MRR ({sel_emb}) on {len(held)} {name} examples no row trains on")
+        self.write("filters", out)
+        for emb in self.sc.embedders:
+            for k, res in results.items():
+                self._evaluate(emb, f"filters:{k}", _export_rows(res.rows[:n]), chosen)
+
+    def _heldout(self, emb: str, rows: list[dict], held: list[dict], chosen, label: str) -> dict:
+        cfg = self._train_config(emb, chosen.get(emb))
+        self.log(f"[study] filters: {label}: held-out check on {len(rows)} examples ...")
+        mdir = self.work / "filters" / _safe(label)
+        summary = _train(self.sc.embedders[emb]["model"], _export_rows(rows), mdir, cfg, self.sc.seed)
+        res = {**heldout_retrieval(summary["model"], held), "train_rows": len(rows)}
+        _rm(mdir)
+        return res
+
     def _evaluate(self, emb: str, variant: str, rows: list[dict], chosen) -> None:
         """Train (unless untrained) and evaluate one embedder; kept in ``raw/downstream.json`` by key."""
         from ..evaluate.runner import evaluate_model
@@ -590,6 +698,12 @@ class Study:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+def _export_rows(rows: list[dict]) -> list[dict]:
+    """Filtered rows as the trainer reads them (the export's columns, a mined negative included)."""
+    return [{k: r.get(k) for k in ("id", "kind", "task", "query", "positive", "negative", "mined_negative")}
+            for r in rows]
+
+
 def heldout_retrieval(model_path: str, rows: list[dict]) -> dict:
     """In-batch retrieval on held-out synthetic examples: each query ranks its own positive among every
     held-out positive and negative (cosine); MRR and top-1 accuracy."""

@@ -3,7 +3,8 @@
 ``render(results_dir)`` writes, next to ``raw/``: ``ablation.{md,csv,png}`` (every embedder x variant,
 every dev task, 95% bootstrap intervals, paired differences to the base variant and between
 neighbouring rows), ``signals.{md,csv}`` (the data signals and the teacher's rubric),
-``scaling.{md,png}`` (both fits with intervals), ``cost.{md,csv}``, ``timing.md`` and ``README.md``
+``scaling.{md,png}`` (both fits with intervals), ``cost.{md,csv}``, ``filters.{md,csv}`` (the export
+filter rows, with ``study.filters``), ``timing.md`` and ``README.md``
 (all of it, with the config and commit). No number in them is typed by hand: rerunning ``render``
 on the same ``raw/`` gives the same files (``speed study --tables-only`` does that).
 """
@@ -334,6 +335,68 @@ def select_table(raw: Path) -> str:
                       _md(["settings", "held-out MRR", "held-out top-1", "train loss", ""], rows)])
 
 
+# -- the export's filters (issue 17) -------------------------------------------------------------------
+def filters_table(raw: Path, n_boot: int, seed: int) -> tuple[str, str]:
+    from ..evaluate.bootstrap import summarize
+
+    f = _read(raw, "filters")
+    if not f or not f.get("rows"):
+        return "", ""
+    down = _read(raw, "downstream", {})
+    n = f.get("n")
+    md = [f"{f['variant']} final examples through each set of export filter keys (`speed.synth.filters`), every "
+          f"row cut to the same {n} examples. Held-out MRR: the selection embedder trained on the row's examples, "
+          f"in-batch retrieval on {f.get('heldout_rows')} held-out {f['variant']} examples no row trains on "
+          f"({f.get('chosen_by', '')}); the filters that beat `none` there form row `chosen`"
+          + (f" ({', '.join(f['chosen'])})." if f.get("chosen") else " (none did: no combination)."), ""]
+    rows = []
+    for k, r in f["rows"].items():
+        funnel = "; ".join(f"{x['filter']}: " + (", ".join(f"{a} {b}" for a, b in x["dropped"].items()) or "0 dropped")
+                           + ("" if not x.get("changed") else " (" + ", ".join(f"{a} {b}" for a, b in x["changed"].items()) + ")")
+                           for x in r.get("funnel", []) if x["dropped"] or x.get("changed"))
+        h = r.get("heldout") or {}
+        rows.append([k, f"`{json.dumps(r['spec'], sort_keys=True)}`", str(r["kept"]), funnel or "-",
+                     _f(h.get("mrr"), 4) if h else "-"])
+    md += [_md(["row", "filter keys", "examples kept", "dropped / changed", "held-out MRR"], rows), ""]
+    head_csv = ["embedder", "row", "examples", "task", "score", "ci_low", "ci_high", "diff_to_none", "diff_ci_low",
+                "diff_ci_high"]
+    csv_rows = []
+    embs = sorted({e["embedder"] for key, e in down.items() if "/filters:" in key})
+    for emb in embs:
+        sel = {k: down[f"{emb}/filters:{k}/n{n}"] for k in f["rows"] if f"{emb}/filters:{k}/n{n}" in down}
+        if len(sel) < 2 or "none" not in sel:
+            continue
+        names = list(sel)
+        tasks = sorted({t for e in sel.values() for t in e["tasks"]})
+        items = {t: {v: sel[v]["tasks"][t]["items"] for v in names if sel[v]["tasks"].get(t, {}).get("items")}
+                 for t in tasks}
+        s = summarize(items, [("none", v) for v in names if v != "none"], n=n_boot, seed=seed)
+        table = []
+        for v in names:
+            sc = s["scores"][v]
+            d = next((x for x in s["differences"] if x["b"] == v), None)
+            cells = [v] + [f"{sc['tasks'][t]['score']:.4f} {_ci(sc['tasks'][t]['ci'])}" if t in sc["tasks"] else "-"
+                           for t in tasks]
+            cells.append(f"**{sc['average']['score']:.4f}** {_ci(sc['average']['ci'])}")
+            if d is None:
+                cells.append("-")
+            else:
+                a = d["average"]
+                verdict = "better" if a["ci"][0] > 0 else "worse" if a["ci"][1] < 0 else "no clear difference"
+                cells.append(f"{a['diff']:+.4f} {_ci(a['ci'])} {verdict}")
+            table.append(cells)
+            for t in tasks + ["average"]:
+                sco = sc["average"] if t == "average" else sc["tasks"].get(t)
+                if sco is None:
+                    continue
+                dd = None if d is None else (d["average"] if t == "average" else d["tasks"].get(t))
+                csv_rows.append([emb, v, n, t, round(sco["score"], 6), round(sco["ci"][0], 6), round(sco["ci"][1], 6)]
+                                + ([round(dd["diff"], 6), round(dd["ci"][0], 6), round(dd["ci"][1], 6)] if dd else ["", "", ""]))
+        md += [f"### {emb}, {n} examples per row", "",
+               _md(["row"] + tasks + ["average", "average - none (95% CI)"], table), ""]
+    return "\n".join(md), _csv(head_csv, csv_rows)
+
+
 # -- all -----------------------------------------------------------------------------------------------
 def render(results_dir, n_boot: int | None = None, seed: int | None = None) -> dict:
     from ..io import atomic_write_text, atomic_writer
@@ -357,7 +420,8 @@ def render(results_dir, n_boot: int | None = None, seed: int | None = None) -> d
     sig_md, sig_csv = signals(raw, n_boot, seed)
     sca_md, sca_png = scaling(raw, n_boot, seed)
     cost_md, cost_csv = cost(raw)
-    for name, text in (("ablation.md", abl_md), ("ablation.csv", abl_csv), ("signals.md", sig_md),
+    fil_md, fil_csv = filters_table(raw, n_boot, seed)
+    for name, text in (("filters.md", fil_md), ("filters.csv", fil_csv), ("ablation.md", abl_md), ("ablation.csv", abl_csv), ("signals.md", sig_md),
                        ("signals.csv", sig_csv), ("scaling.md", sca_md), ("cost.md", cost_md), ("cost.csv", cost_csv),
                        ("timing.md", timing(raw)), ("select.md", select_table(raw))):
         if text:
@@ -388,6 +452,8 @@ def render(results_dir, n_boot: int | None = None, seed: int | None = None) -> d
         readme += ["## Scaling", "", sca_md, "", "![scaling](scaling.png)", ""]
     if cost_md:
         readme += ["## Teacher cost", "", cost_md, ""]
+    if fil_md:
+        readme += ["## Data filters (issue 17)", "", fil_md, ""]
     if fixes_md:
         readme += [fixes_md, ""]
     readme += ["## Wall time per step", "", timing(raw), ""]

@@ -184,6 +184,11 @@ class StudyConfig:
     scaling_embedder: str | None = None  # default: the first embedder
     scaling_sizes: list[int] = field(default_factory=list)  # [] = 5 sizes up to all of the best variant
     target_score: float | None = None  # the scaling fit's predicted size for this score
+    # issue 17's filter rows: name -> export filter keys ({}: no filter), applied to filters_variant's data;
+    # the combination of the filters that beat no filter on held-out synthetic data is added as "chosen"
+    filters: dict = field(default_factory=dict)
+    filters_variant: str = "senior+revisor"
+    score_max_tokens: int = 64
     bootstrap: int = 1000
     seed: int = 0
 
@@ -202,6 +207,14 @@ class StudyConfig:
                   "must be {model: NAME, train: {train-embedder keys}}")
         for i, n in enumerate(self.scaling_sizes):
             check(n >= 1, f"{where}.scaling_sizes[{i}]", n, "must be >= 1")
+        if self.filters:
+            from ..synth.filters import FilterSettings
+
+            for name, spec in self.filters.items():
+                check(name != "chosen", f"{where}.filters", name, "'chosen' is the name of the measured combination")
+                from_dict(FilterSettings, spec or {}, f"{where}.filters.{name}")  # a bad key is named here
+            check("none" in self.filters and not self.filters["none"], f"{where}.filters", list(self.filters),
+                  "needs a row 'none: {}' (no filter), the baseline of the others")
 
 
 @dataclass

@@ -218,7 +218,7 @@ def apply(rows: list[dict], s: FilterSettings, model=None, batch_size: int = 64)
     rows = step("false_negative", kept, dropped, len(rows), rule=s.false_negative_rule, changed=changed)
 
     # 3. round trip
-    if s.round_trip:
+    if s.round_trip and rows:
         if model is None:
             raise ValueError("round_trip needs the reference embedder")
         encode = lambda texts: model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
@@ -238,7 +238,7 @@ def apply(rows: list[dict], s: FilterSettings, model=None, batch_size: int = 64)
     fn_mine = {id(r) for r in to_mine} & {id(r) for r in rows}
     want = [i for i, r in enumerate(rows)
             if id(r) in fn_mine or (s.mine_negatives != "off" and r["kind"] in s.mine_kinds)]
-    if want:
+    if want:  # (none when no row is left)
         if model is None:
             raise ValueError("mining negatives needs the reference embedder")
         found = mine(rows, want, model, s, batch_size=batch_size)
