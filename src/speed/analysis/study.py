@@ -574,14 +574,13 @@ class Study:
         combo: dict = {}
         for k in winners:
             combo.update(specs[k])
-        if len(winners) >= 2 and "chosen" not in out["rows"]:
-            res = run(combo)
-            n = min(n, len(res.rows))
-            results["chosen"] = res
-            out["rows"]["chosen"] = {"spec": combo, "kept": len(res.rows), "funnel": res.funnel, "of": winners,
-                                     "heldout": self._heldout(sel_emb, res.rows[:n], held, chosen, "chosen")}
-        elif len(winners) >= 2:
-            results["chosen"] = run(combo)
+        if len(winners) >= 2:  # one winner alone is its own row already
+            results["chosen"] = res = run(combo)
+            if "chosen" not in out["rows"]:
+                out["rows"]["chosen"] = {"spec": combo, "kept": len(res.rows), "funnel": res.funnel, "of": winners,
+                                         "heldout": self._heldout(sel_emb, res.rows[:min(n, len(res.rows))], held,
+                                                                  chosen, "chosen")}
+        n = min(len(r.rows) for r in results.values())  # every row, the combination included, at one count
         out.update(chosen=winners, chosen_spec=combo, n=n,
                    chosen_by=f"held-out in-batch MRR ({sel_emb}) on {len(held)} {name} examples no row trains on")
         self.write("filters", out)
