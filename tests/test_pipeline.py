@@ -79,7 +79,7 @@ def test_unimplemented_stage_stops_the_run_plainly(tmp_path, evaluate_unimplemen
 
     run_dir = tmp_path / "run"
     skip = "[brainstorm, seed, train-junior, root, judge, revise-signals, train-senior, train-revisor, " \
-           "synthesize, revise, dedup, export, train-embedder]"
+           "synthesize, revise, dedup, score, export, train-embedder]"
     rc = main(["run", str(TOPICS_CFG), "--run-dir", str(run_dir), "--until", "evaluate", "--set", f"run.skip={skip}"])
     err = capsys.readouterr().err
     assert rc == 2
@@ -224,4 +224,4 @@ def test_run_prints_a_closing_summary(tmp_path):
     proc = run_cli("run", str(TOPICS_CFG), "--run-dir", str(tmp_path / "run"))
     assert proc.returncode == 0
     assert f"== summary of {tmp_path / 'run'} ==" in proc.stdout
-    assert "stages done: 1 of 16" in proc.stdout and "teacher: 0 calls" in proc.stdout
+    assert "stages done: 1 of 17" in proc.stdout and "teacher: 0 calls" in proc.stdout
