@@ -383,7 +383,9 @@ class Study:
                              "variants": rows})
 
     # -- 3: the teacher's rubric -------------------------------------------------------------------------------
-    def _judge(self) -> None:
+    def _rubric(self, rows: list[dict], keys: tuple[str, ...], max_tokens: int, stage: str, desc: str) -> list[dict]:
+        """The teacher's rubric (``keys``) for each row, temperature 0, cached and counted in the study's ledger:
+        per row {id, kind, scores (or None), raw, reason (None when usable)}."""
         from ..llm.cache import RequestCache
         from ..llm.client import LLMClient
         from ..llm.ledger import Ledger
@@ -391,35 +393,38 @@ class Study:
         from ..prompts.rubric import rubric_messages
         from ..stages.generation import GenerationConfig, request
 
+        sampling = GenerationConfig(temperature=0.0, max_tokens=max_tokens).sampling()
+        reqs = [request(rubric_messages(r["kind"], r["task"], r["query"], r["positive"], r["negative"] or None,
+                                        keys=keys), sampling, seed=self.sc.seed) for r in rows]
+        cache, ledger = RequestCache(self.work / "cache.sqlite"), Ledger(self.work / "ledger.jsonl")
+        client = LLMClient(self.config.models["teacher"], role="teacher", stage=stage, cache=cache, ledger=ledger)
+        try:
+            self.log(f"[study] {desc} ({len(reqs)} examples) ...")
+            comps = client.generate(reqs, desc=desc) if reqs else []
+        finally:
+            client.close()
+            cache.close()
+        items = []
+        for r, c in zip(rows, comps):
+            p = parse_rubric(c[0].text, keys) if c[0].ok else None
+            items.append({"id": r["id"], "kind": r["kind"], "scores": p.value if p and p.ok else None,
+                          "raw": c[0].text, "reason": None if p and p.ok else (p.reason if p else "llm_error")})
+        return items
+
+    def _judge(self) -> None:
+        from ..prompts.rubric import RUBRIC_KEYS
+
         if self.sc.judge_sample == 0:
             return
         data = self._load_data()
         done = self.read("judge", {})
-        sampling = GenerationConfig(temperature=0.0, max_tokens=self.sc.judge_max_tokens).sampling()
-        cache, ledger = RequestCache(self.work / "cache.sqlite"), Ledger(self.work / "ledger.jsonl")
-        try:
-            for name, rows in data.items():
-                if name in done:
-                    continue
-                sample = random.Random(f"{self.sc.seed}-judge-{name}").sample(rows, min(self.sc.judge_sample, len(rows)))
-                reqs = [request(rubric_messages(r["kind"], r["task"], r["query"], r["positive"], r["negative"] or None),
-                                sampling, seed=self.sc.seed) for r in sample]
-                client = LLMClient(self.config.models["teacher"], role="teacher", stage=f"study:judge:{name}",
-                                   cache=cache, ledger=ledger)
-                try:
-                    self.log(f"[study] judge: {name} ({len(reqs)} examples) ...")
-                    comps = client.generate(reqs, desc=f"judge {name}") if reqs else []
-                finally:
-                    client.close()
-                items = []
-                for r, c in zip(sample, comps):
-                    p = parse_rubric(c[0].text) if c[0].ok else None
-                    items.append({"id": r["id"], "kind": r["kind"], "scores": p.value if p and p.ok else None,
-                                  "raw": c[0].text, "reason": None if p and p.ok else (p.reason if p else "llm_error")})
-                done[name] = items
-                self.write("judge", done)
-        finally:
-            cache.close()
+        for name, rows in data.items():
+            if name in done:
+                continue
+            sample = random.Random(f"{self.sc.seed}-judge-{name}").sample(rows, min(self.sc.judge_sample, len(rows)))
+            done[name] = self._rubric(sample, RUBRIC_KEYS, self.sc.judge_max_tokens, f"study:judge:{name}",
+                                      f"judge {name}")
+            self.write("judge", done)
 
     # -- 4-6: embedders ---------------------------------------------------------------------------------------
     def _train_config(self, name: str, extra: dict | None = None):
@@ -502,31 +507,11 @@ class Study:
     def _scores(self, rows: list[dict]) -> dict[str, dict | None]:
         """The teacher's ``score`` rubric (the score stage's prompt, four criteria) for every row: id ->
         {score, scores} or None (an unusable verdict). Cached and counted in the study's ledger."""
-        from ..llm.cache import RequestCache
-        from ..llm.client import LLMClient
-        from ..llm.ledger import Ledger
-        from ..prompts.parse import parse_rubric
-        from ..prompts.rubric import SCORE_KEYS, rubric_messages
-        from ..stages.generation import GenerationConfig, request
+        from ..prompts.rubric import SCORE_KEYS, rubric_mean
 
-        sampling = GenerationConfig(temperature=0.0, max_tokens=self.sc.score_max_tokens).sampling()
-        reqs = [request(rubric_messages(r["kind"], r["task"], r["query"], r["positive"], r["negative"] or None,
-                                        keys=SCORE_KEYS), sampling, seed=self.sc.seed) for r in rows]
-        cache, ledger = RequestCache(self.work / "cache.sqlite"), Ledger(self.work / "ledger.jsonl")
-        client = LLMClient(self.config.models["teacher"], role="teacher", stage="study:score", cache=cache,
-                           ledger=ledger)
-        try:
-            self.log(f"[study] filters: the teacher scores {len(reqs)} examples ...")
-            comps = client.generate(reqs, desc="score") if reqs else []
-        finally:
-            client.close()
-            cache.close()
-        out = {}
-        for r, c in zip(rows, comps):
-            p = parse_rubric(c[0].text, SCORE_KEYS) if c[0].ok else None
-            out[r["id"]] = ({"scores": p.value, "score": round(sum(p.value.values()) / len(p.value), 4)}
-                            if p and p.ok else None)
-        return out
+        items = self._rubric(rows, SCORE_KEYS, self.sc.score_max_tokens, "study:score", "filters: teacher score")
+        return {it["id"]: {"scores": it["scores"], "score": rubric_mean(it["scores"])} if it["scores"] else None
+                for it in items}
 
     def _filters(self, data, chosen) -> None:
         """Issue 17: ``filters_variant``'s final examples through each filter row (the export's own filter code,

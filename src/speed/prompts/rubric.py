@@ -32,3 +32,8 @@ def rubric_messages(kind: str, task: str, query: str, positive: str, negative: s
         f"Reply with a JSON object with exactly these {_COUNT.get(len(keys), len(keys))} integer keys, and nothing else.",
     ])
     return [{"role": "user", "content": text}]
+
+
+def rubric_mean(scores: dict[str, int] | None) -> float | None:
+    """The mean of one example's rubric scores (4 decimals); None when it has none."""
+    return round(sum(scores.values()) / len(scores), 4) if scores else None

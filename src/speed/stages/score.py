@@ -36,7 +36,7 @@ class Config(GenerationConfig):
 
 def run(ctx) -> None:
     from ..prompts.parse import parse_rubric
-    from ..prompts.rubric import SCORE_KEYS, rubric_messages
+    from ..prompts.rubric import SCORE_KEYS, rubric_mean, rubric_messages
     from ..synth.records import Example
 
     cfg: Config = ctx.cfg
@@ -69,7 +69,7 @@ def run(ctx) -> None:
             unscored.append({"id": r["id"], "reason": v["reason"], "raw": v["raw"], "error": v["error"]})
             count_reason(ctx.counts, "unscored", v["reason"])
         out.append({**r, "scores": scores, "score_reason": reason,
-                    "score": round(sum(scores.values()) / len(scores), 4) if scores else None})
+                    "score": rubric_mean(scores)})
     ctx.write_jsonl("examples.jsonl", out)
     ctx.write_jsonl("unscored.jsonl", unscored)
     vals = [r["score"] for r in out if r["score"] is not None]

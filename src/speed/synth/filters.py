@@ -135,6 +135,10 @@ def mine(rows: Sequence[dict], need: Sequence[int], model, s: FilterSettings, ba
     from sentence_transformers.util import mine_hard_negatives
 
     out: dict[int, str] = {}
+    # the positives of every row sharing the anchor are never a negative of it (nor are the texts themselves)
+    taken: dict[str, set[str]] = {}
+    for r in rows:
+        taken.setdefault(_norm(r["query"]), set()).add(_norm(r["positive"]))
     for kind in dict.fromkeys(rows[i]["kind"] for i in need):
         want = [i for i in need if rows[i]["kind"] == kind]
         corpus = list(dict.fromkeys(r["positive"] for r in rows if r["kind"] == kind))
@@ -150,10 +154,6 @@ def mine(rows: Sequence[dict], need: Sequence[int], model, s: FilterSettings, ba
         found = {}
         for a, p, n in zip(mined["anchor"], mined["positive"], mined["negative"]):
             found.setdefault((a, p), n)
-        # the positives of every row sharing the anchor are never a negative of it (nor are the texts themselves)
-        taken: dict[str, set[str]] = {}
-        for r in rows:
-            taken.setdefault(_norm(r["query"]), set()).add(_norm(r["positive"]))
         for i in want:
             n = found.get((rows[i]["query"], rows[i]["positive"]))
             if n and _norm(n) not in taken[_norm(rows[i]["query"])] and _norm(n) != _norm(rows[i]["query"]):
