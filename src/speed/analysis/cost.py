@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
@@ -26,6 +26,10 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-3.5-turbo": (0.50, 1.50),
 }
 
+# The Batch API's price as a share of the live price (OpenAI: half, on prompt and completion tokens).
+# A price table entry may name its own: {model: {prompt: P, completion: C, batch: [P_batch, C_batch]}}.
+BATCH_DISCOUNT = 0.5
+
 GENERATOR_ROLES = ("junior", "senior", "revisor")
 
 # The papers' teacher budgets (SPEED: paper section 5 / appendix; E5-mistral: its paper).
@@ -40,10 +44,12 @@ PAPER_FIGURES = {
 @dataclass
 class PriceTable:
     prices: dict[str, tuple[float, float]]
+    batch_prices: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, overrides: dict | None = None) -> "PriceTable":
         prices = dict(DEFAULT_PRICES)
+        batch: dict[str, tuple[float, float]] = {}
         if path:
             p = Path(path)
             if not p.is_file():
@@ -58,10 +64,10 @@ class PriceTable:
             except Exception as exc:
                 why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise InputError(f"{p}: not a valid price table ({why})") from None
-            prices.update(_parse_prices(data, str(p)))
+            prices.update(_parse_prices(data, str(p), batch))
         if overrides:
-            prices.update(_parse_prices(overrides, "prices"))
-        return cls(prices)
+            prices.update(_parse_prices(overrides, "prices", batch))
+        return cls(prices, batch)
 
     def price(self, model: str) -> tuple[float, float] | None:
         if model in self.prices:
@@ -72,19 +78,36 @@ class PriceTable:
                 return p
         return None
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    def batch_price(self, model: str) -> tuple[float, float] | None:
+        """The Batch API price: the table's own, else the live price x BATCH_DISCOUNT."""
         p = self.price(model)
+        if p is None:
+            return None
+        for name, b in self.batch_prices.items():
+            if model == name or model.lower() == name.lower() or model.lower().endswith("/" + name.lower()):
+                return b
+        return (p[0] * BATCH_DISCOUNT, p[1] * BATCH_DISCOUNT)
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
+        p = self.batch_price(model) if batch else self.price(model)
         if p is None:
             return 0.0
         return (prompt_tokens * p[0] + completion_tokens * p[1]) / 1e6
 
 
-def _parse_prices(data, where: str) -> dict[str, tuple[float, float]]:
+def _parse_prices(data, where: str, batch: dict | None = None) -> dict[str, tuple[float, float]]:
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a mapping model -> [prompt, completion] USD per 1M tokens")
     out = {}
     for model, v in data.items():
         if isinstance(v, dict):
+            b = v.get("batch")
+            if b is not None:
+                if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(isinstance(x, (int, float)) for x in b)):
+                    raise InputError(f"{where}: batch price of {model!r} = {b!r}: expected [prompt, completion] "
+                                     "USD per 1M tokens")
+                if batch is not None:
+                    batch[str(model)] = (float(b[0]), float(b[1]))
             v = [v.get("prompt", 0), v.get("completion", 0)]
         if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)):
             raise InputError(f"{where}: price of {model!r} = {v!r}: expected [prompt, completion] USD per 1M tokens")
@@ -93,7 +116,8 @@ def _parse_prices(data, where: str) -> dict[str, tuple[float, float]]:
 
 
 def _bucket() -> dict:
-    return {"calls": 0, "cache_hits": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0}
+    return {"calls": 0, "batch_calls": 0, "cache_hits": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
+            "usd": 0.0}
 
 
 def _add(b: dict, row: dict, usd: float) -> None:
@@ -101,6 +125,7 @@ def _add(b: dict, row: dict, usd: float) -> None:
         b["cache_hits"] += 1
         return
     b["calls"] += 1
+    b["batch_calls"] += bool(row.get("batch"))
     b["errors"] += bool(row.get("error"))
     b["prompt_tokens"] += int(row.get("prompt_tokens") or 0)
     b["completion_tokens"] += int(row.get("completion_tokens") or 0)
@@ -126,13 +151,17 @@ def cost_report(run_dir: str | os.PathLike, prices: PriceTable | None = None, ex
     groups = {"teacher": _bucket(), "generators": _bucket(), "other": _bucket()}
     for row in iter_ledger(run_dir / "ledger.jsonl"):
         role, model, stage = row.get("role", "?"), row.get("model", "?"), row.get("stage", "?")
-        usd = 0.0 if row.get("cache_hit") else prices.cost(model, int(row.get("prompt_tokens") or 0),
-                                                              int(row.get("completion_tokens") or 0))
+        pt, ct = int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)
+        usd = 0.0 if row.get("cache_hit") else prices.cost(model, pt, ct, batch=bool(row.get("batch")))
         _add(by_stage.setdefault(stage, {}).setdefault(role, _bucket()), row, usd)
         key = f"{role}:{model}"
         if key not in by_model:
-            by_model[key] = {"role": role, "model": model, "priced": prices.price(model) is not None, **_bucket()}
+            by_model[key] = {"role": role, "model": model, "priced": prices.price(model) is not None, **_bucket(),
+                             "usd_live": 0.0, "usd_batch": 0.0}
         _add(by_model[key], row, usd)
+        if not row.get("cache_hit"):  # the same calls at the live and at the batch price, side by side
+            by_model[key]["usd_live"] += prices.cost(model, pt, ct)
+            by_model[key]["usd_batch"] += prices.cost(model, pt, ct, batch=True)
         group = "teacher" if role == "teacher" else "generators" if role in GENERATOR_ROLES else "other"
         _add(groups[group], row, usd)
     n = examples if examples is not None else final_examples(run_dir)
@@ -159,7 +188,8 @@ def cost_report(run_dir: str | os.PathLike, prices: PriceTable | None = None, ex
         paper[name] = row
     return {"run_dir": str(run_dir), "examples": n, "by_stage": by_stage, "by_model": list(by_model.values()),
             "groups": groups, "total": total, "per_1k": per_1k, "paper": paper,
-            "paper_price_model": teacher_price[2], "prices": {k: list(v) for k, v in prices.prices.items()}}
+            "paper_price_model": teacher_price[2], "prices": {k: list(v) for k, v in prices.prices.items()},
+            "batch_discount": BATCH_DISCOUNT}
 
 
 def _teacher_price(by_model: dict, prices: PriceTable) -> tuple[float, float, str]:
@@ -188,10 +218,13 @@ def cost_markdown(rep: dict) -> str:
     t = rep["total"]
     lines.append(f"| **all** | | {_fmt_int(t['calls'])} | {_fmt_int(t['cache_hits'])} | {_fmt_int(t['prompt_tokens'])} | "
                  f"{_fmt_int(t['completion_tokens'])} | {_fmt_usd(t['usd'])} |")
-    lines += ["", "| model | role | priced | calls | tokens | USD |", "|---|---|---|---|---|---|"]
+    lines += ["", "| model | role | priced | calls | of them batch | tokens | USD (as run) | USD at live price | "
+              "USD at batch price |", "|---|---|---|---|---|---|---|---|---|"]
     for m in rep["by_model"]:
         lines.append(f"| {m['model']} | {m['role']} | {'yes' if m['priced'] else 'no (local: $0)'} | {_fmt_int(m['calls'])} | "
-                     f"{_fmt_int(m['prompt_tokens'] + m['completion_tokens'])} | {_fmt_usd(m['usd'])} |")
+                     f"{_fmt_int(m.get('batch_calls', 0))} | {_fmt_int(m['prompt_tokens'] + m['completion_tokens'])} | "
+                     f"{_fmt_usd(m['usd'])} | {_fmt_usd(m.get('usd_live', m['usd']))} | "
+                     f"{_fmt_usd(m.get('usd_batch', m['usd']))} |")
     n = rep["examples"]
     lines += ["", f"Final examples: {_fmt_int(n)}." if n else "Final examples: none yet (no export).", ""]
     lines += ["| source | teacher calls / 1K examples | teacher tokens / 1K examples | teacher calls at this size | "

@@ -27,18 +27,22 @@ def cmd_run(args) -> int:
         else:
             print(f"config {args.config}: valid")
             print(f"run directory: {info['run_dir']}")
-            print(f"  {'stage':<16} {'action':<44} {'role':<8} {'calls':>10} {'tokens':>14} {'USD':>10}")
+            print(f"  {'stage':<16} {'action':<44} {'role':<8} {'calls':>10} {'tokens':>14} {'USD live':>10} "
+                  f"{'USD batch':>10}")
             for row in info["stages"]:
                 e = row.get("estimate")
                 if e:
+                    mode = " (batch)" if e.get("batch") else ""
                     print(f"  {row['stage']:<16} {row['action']:<44} {e['role']:<8} {e['calls']:>10,} "
-                          f"{e['prompt_tokens'] + e['completion_tokens']:>14,} {e['usd']:>10,.2f}")
+                          f"{e['prompt_tokens'] + e['completion_tokens']:>14,} {e['usd_live']:>10,.2f} "
+                          f"{e['usd_batch']:>10,.2f}{mode}")
                 else:
                     print(f"  {row['stage']:<16} {row['action']}")
             t = info["totals"]
             print(f"teacher: {t['teacher_calls']:,} calls, {t['teacher_tokens']:,} tokens; generators: "
                   f"{t['generator_calls']:,} calls, {t['generator_tokens']:,} tokens; estimated cost "
-                  f"${t['usd']:,.2f} (rough: per-call token averages, list prices)")
+                  f"${t['usd']:,.2f} as configured (${t['usd_live']:,.2f} all live, ${t['usd_batch']:,.2f} all through "
+                  "the Batch API; rough: per-call token averages, list prices)")
             for p in info["problems"]:
                 print(f"warning: {p}")
         return 0

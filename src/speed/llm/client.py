@@ -10,6 +10,11 @@ per chunk of the backend's batch size (one sample for llama.cpp). A killed run t
 the requests in flight (or the batch being generated). Under an executor worker each ledger row
 names the worker (``worker``: its rank). A request that fails after the backend's retries comes
 back as a Completion with ``error`` set; failures are never cached.
+
+With ``batch: true`` on the model (openai backend) the misses go through the provider's Batch API
+instead (``speed.llm.batch``): same keys, same cache and ledger path, each ledger row marked with
+its batch id. ``prefetch(requests)`` asks a whole stage's misses up front (``ask_in_shards`` calls
+it), so that the stage waits for one set of batches, not one per shard.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ class LLMClient:
     """A model in a role, for one stage: ``generate(requests) -> list[list[Completion]]``."""
 
     def __init__(self, ref, role: str, stage: str, cache: RequestCache | None = None,
-                 ledger: Ledger | None = None, backend: Backend | None = None, show_progress: bool = True):
+                 ledger: Ledger | None = None, backend: Backend | None = None, show_progress: bool = True,
+                 batch_journal: str | None = None):
         self.ref = ref
         self.role = role
         self.stage = stage
@@ -75,6 +81,9 @@ class LLMClient:
         self._engine = {k: opts[k] for k in ("sampler", "cache_salt") if k in opts}
         self.calls = 0  # samples sent to the backend by this client
         self.worker: int | None = None  # the executor worker this client runs in (see attach)
+        # batch: true -> the Batch API (speed.llm.batch); its journal lives next to the ledger
+        self.batch_journal = batch_journal or (str(ledger.path.with_name("batches.jsonl")) if ledger else None)
+        self._prefetched: dict[str, Completion] = {}  # answers a batch prefetch got, recorded already
 
     def __getstate__(self) -> dict:
         """Pickled (to go to a worker process), a client leaves its loaded backend behind."""
@@ -124,7 +133,8 @@ class LLMClient:
             completion_tokens=int(c.completion_tokens), latency_s=0.0 if hits else round(float(c.latency_s), 4),
             cache_hit=hits, error=c.error, endpoint=c.endpoint, adapter_sha256=self.adapter_sha256, n=1,
             attempts=0 if hits else int(c.attempts),
-            endpoint_failures=None if hits else c.endpoint_failures, worker=worker) for c in comps]
+            endpoint_failures=None if hits else c.endpoint_failures, worker=worker,
+            batch=None if hits else c.batch_id) for c in comps]
 
     def _record(self, comps: Sequence[Completion], hits: bool) -> None:
         if self.ledger is None or not comps:
@@ -147,6 +157,15 @@ class LLMClient:
         """For each request, its ``n`` samples in order (cache hits, new completions or errors)."""
         results: list[list[Completion | None]] = [[None] * max(0, int(r.n)) for r in requests]
         slots = [_Slot(ri, i, self.key(r, i)) for ri, r in enumerate(requests) for i in range(max(0, int(r.n)))]
+        if self._prefetched:  # answered by this stage's batch prefetch (recorded then): no second ledger row
+            rest = []
+            for s in slots:
+                c = self._prefetched.pop(s.key, None)
+                if c is None:
+                    rest.append(s)
+                else:
+                    results[s.request][s.index] = c
+            slots = rest
         cached = self.cache.get_many([s.key for s in slots]) if self.cache is not None and slots else {}
         hits: list[Completion] = []
         missing: list[_Slot] = []
@@ -165,6 +184,9 @@ class LLMClient:
 
     def _run_missing(self, requests: Sequence[Request], missing: list[_Slot],
                      results: list[list[Completion | None]], desc: str | None) -> None:
+        if getattr(self.ref, "batch", False):
+            self._run_batch(requests, missing, results)
+            return
         bar = None
         if self.show_progress and len(missing) >= PROGRESS_MIN:
             from ..progress import progress
@@ -184,6 +206,65 @@ class LLMClient:
         finally:
             if bar is not None:
                 bar.close()
+
+    # -- batch: true -----------------------------------------------------------------------------
+
+    def prefetch(self, requests: Sequence[Request]) -> None:
+        """With ``batch: true``: ask every uncached sample of ``requests`` through the Batch API now,
+        in as few batches as the provider's limits allow, so that a stage's shards then find their
+        answers at once (each recorded in the ledger once, here). A no-op for a live model."""
+        if not getattr(self.ref, "batch", False) or not requests:
+            return
+        slots = [_Slot(ri, i, self.key(r, i)) for ri, r in enumerate(requests) for i in range(max(0, int(r.n)))]
+        cached = self.cache.get_many([s.key for s in slots]) if self.cache is not None and slots else {}
+        missing = [s for s in slots if s.key not in cached and s.key not in self._prefetched]
+        if not missing:
+            return
+        results: list[list[Completion | None]] = [[None] * max(0, int(r.n)) for r in requests]
+        self._run_batch(requests, missing, results)
+        for s in missing:
+            c = results[s.request][s.index]
+            if c is not None:
+                self._prefetched[s.key] = c
+
+    def _run_batch(self, requests: Sequence[Request], missing: list[_Slot],
+                   results: list[list[Completion | None]]) -> None:
+        """The missing samples through the Batch API (speed.llm.batch): each answer or rejection goes
+        through ``_keep`` (cache and ledger) as its batch is collected. Samples with equal keys
+        (the same request twice) are asked once; the copies are recorded as cache hits."""
+        from .backends.base import sample_seed
+        from .backends.openai_backend import chat_params
+        from .batch import BatchLine, BatchRunner
+
+        if self.batch_journal is None:
+            raise SpeedError(f"{self.ref.model}: batch mode needs a run directory for its batch journal")
+        by_key: dict[str, list[_Slot]] = {}
+        for s in missing:
+            by_key.setdefault(s.key, []).append(s)
+        lines = []
+        for key, group in by_key.items():
+            s = group[0]
+            r = requests[s.request]
+            breq = BackendRequest(messages=r.messages, sampling=r.sampling, seed=r.seed, indices=(s.index,),
+                                  json_schema=constraint_for(self.ref, r))
+            lines.append(BatchLine(key, chat_params(self.ref, breq, sample_seed(r.seed, s.index), merged=True)))
+
+        def keep(pairs):
+            self._keep([(by_key[k][0], c) for k, c in pairs], results)
+            copies = []
+            for k, c in pairs:
+                for s in by_key[k][1:]:
+                    dup = Completion.from_dict(c.to_dict())
+                    dup.cache_hit, dup.index = True, s.index
+                    results[s.request][s.index] = dup
+                    copies.append(dup)
+            self._record(copies, hits=True)
+
+        runner = BatchRunner(self.ref, self.batch_journal, self.stage, self.role, show_progress=self.show_progress)
+        try:
+            runner.run(lines, keep)
+        finally:
+            runner.close()
 
     def _backend_requests(self, requests: Sequence[Request], slots: list[_Slot]
                           ) -> tuple[list[list[_Slot]], list[BackendRequest]]:

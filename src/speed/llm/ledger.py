@@ -36,6 +36,7 @@ class UsageRecord:
     attempts: int = 1  # tries it took (1 + retries); a failed request counts every try
     endpoint_failures: dict[str, int] | None = None  # failed tries per endpoint URL (openai pool), if any
     worker: int | None = None  # the executor worker (Ray rank) that made the request; None: the driver
+    batch: str | None = None  # the Batch API batch that answered it (priced at the batch rate); None: live
     at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict:
@@ -55,33 +56,39 @@ class Ledger:
 
     def record_many(self, recs: Iterable[UsageRecord]) -> None:
         lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in recs)
-        if not lines:
-            return
-        from ..io import is_write_error, write_error
-
-        data = lines.encode("utf-8")
-        with self._lock:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX)  # other processes wait: their lines never interleave with ours
-                    except OSError:  # a filesystem without locks: still one O_APPEND write per batch
-                        pass
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)  # releases the lock
-            except OSError as exc:
-                if is_write_error(exc):
-                    raise write_error(exc, self.path) from None
-                raise
+        if lines:
+            with self._lock:
+                append_lines(self.path, lines)
 
     def __iter__(self) -> Iterator[dict]:
         return iter_ledger(self.path)
+
+
+def append_lines(path: str | os.PathLike, lines: str) -> None:
+    """Append ``lines`` to ``path`` in one ``O_APPEND`` write under an exclusive ``flock`` (other
+    processes' lines never interleave), fsynced; a full or read-only disk is a one-line error."""
+    from ..io import is_write_error, write_error
+
+    path = Path(path)
+    data = lines.encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # other processes wait: their lines never interleave with ours
+            except OSError:  # a filesystem without locks: still one O_APPEND write per batch
+                pass
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # releases the lock
+    except OSError as exc:
+        if is_write_error(exc):
+            raise write_error(exc, path) from None
+        raise
 
 
 def iter_ledger(path: str | os.PathLike, start: int = 0) -> Iterator[dict]:
@@ -126,6 +133,7 @@ def summarize(rows: Iterable[dict], stage: str | None = None) -> dict:
         if row.get("error"):
             t["errors"] += 1
         t["calls"] += 1
+        t["batch_calls"] = t.get("batch_calls", 0) + bool(row.get("batch"))
         t["retries"] += max(0, int(row.get("attempts", 1) or 1) - 1)
         t["prompt_tokens"] += int(row.get("prompt_tokens", 0))
         t["completion_tokens"] += int(row.get("completion_tokens", 0))

@@ -49,6 +49,9 @@ class ModelRef:
     engine: Literal["server", "in-process"] = "server"
     slots: int = 8  # llamacpp server: parallel sequences (continuous batching)
     ctx_per_slot: int | None = None  # llamacpp server: each slot's context (default n_ctx)
+    # openai only: send the stage's uncached requests through the provider's Batch API (half price,
+    # answers within the completion window; see speed.llm.batch) instead of one live call each
+    batch: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
@@ -65,6 +68,8 @@ class ModelRef:
             from ..llm.backends.openai_backend import check_options
 
             check_options(self.options or {}, where)
+        check(not self.batch or self.backend == "openai", f"{where}.batch", self.batch,
+              "true only with backend: openai (the Batch API of an OpenAI-compatible provider)")
         check(self.slots >= 1, f"{where}.slots", self.slots, "must be >= 1")
         check(self.ctx_per_slot is None or self.ctx_per_slot >= 128, f"{where}.ctx_per_slot", self.ctx_per_slot,
               "null (= n_ctx) or >= 128")

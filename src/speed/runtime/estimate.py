@@ -11,12 +11,14 @@ from __future__ import annotations
 from ..stages import declaration
 
 
-def price_of(ref) -> tuple[float, float]:
-    from ..analysis.cost import DEFAULT_PRICES
+def price_of(ref, batch: bool = False) -> tuple[float, float]:
+    """USD per 1M (prompt, completion) tokens of ``ref``: its list price, or its Batch API price."""
+    from ..analysis.cost import PriceTable
 
     if ref is None or ref.backend != "openai":
         return (0.0, 0.0)
-    return DEFAULT_PRICES.get(ref.model, (0.0, 0.0))
+    table = PriceTable.load()
+    return (table.batch_price(ref.model) if batch else table.price(ref.model)) or (0.0, 0.0)
 
 
 def estimate(config, name: str) -> dict | None:
@@ -26,8 +28,13 @@ def estimate(config, name: str) -> dict | None:
     calls, role = stage.calls(config, config.stage(name)), stage.roles[0]
     p, c = stage.tokens_per_call
     ref = config.models.get(role)
-    pp, pc = price_of(ref)
     prompt_tokens, completion_tokens = calls * p, calls * c
+
+    def usd(batch: bool) -> float:
+        pp, pc = price_of(ref, batch)
+        return round(prompt_tokens / 1e6 * pp + completion_tokens / 1e6 * pc, 2)
+
+    batch = bool(getattr(ref, "batch", False))
     return {"role": role, "model": ref.model if ref else None, "calls": calls, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "usd": round(prompt_tokens / 1e6 * pp + completion_tokens / 1e6 * pc, 2)}
+            "completion_tokens": completion_tokens, "batch": batch, "usd_live": usd(False), "usd_batch": usd(True),
+            "usd": usd(batch)}

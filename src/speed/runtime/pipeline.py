@@ -274,5 +274,7 @@ def plan(config: SpeedConfig, run_dir, from_stage: str | None = None, until: str
         "generator_calls": sum(e["calls"] for e in generators),
         "generator_tokens": sum(e["prompt_tokens"] + e["completion_tokens"] for e in generators),
         "usd": round(sum(e["usd"] for e in teacher + generators), 2),
+        "usd_live": round(sum(e["usd_live"] for e in teacher + generators), 2),
+        "usd_batch": round(sum(e["usd_batch"] for e in teacher + generators), 2),
     }
     return {"run_dir": str(rundir.path), "stages": rows, "totals": total, "problems": problems}

@@ -110,6 +110,11 @@ def ask_in_shards(ctx, client, items, build, handle, shard_size: int | None = No
 
     shards = SharedWork(work, client.shared(), client.attach)  # a Ray worker reaches cache and ledger via handles
     try:
+        if getattr(client.ref, "batch", False):  # Batch API: the stage's open shards in as few batches as allowed, first
+            size = shard_size or ctx.cfg.shard_size
+            todo = [it for i in range(0, len(items), size) if not all(p.exists() for p in ctx.shard_paths(i // size))
+                    for it in items[i:i + size]]
+            client.prefetch([build(it) for it in todo])
         return list(ctx.map_shards(items, shard_size or ctx.cfg.shard_size, shards, desc=f"{ctx.name} shards"))
     finally:
         client.close()

@@ -81,6 +81,7 @@ class Completion:
     attempts: int = 1
     index: int = 0
     endpoint_failures: dict[str, int] | None = None  # failed attempts per endpoint (openai pool)
+    batch_id: str | None = None  # the Batch API batch that answered it (None: a live call)
 
     @property
     def ok(self) -> bool:

@@ -48,7 +48,19 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "circuit_cooldown_s": (lambda v: _num(v) and v > 0, "a number > 0 (seconds an endpoint stays out)"),
     "json_format": (lambda v: v in ("json_schema", "json_object"), "json_schema or json_object"),
     "extra_body": (lambda v: isinstance(v, dict), "a mapping merged into each request body"),
+    # batch: true (speed.llm.batch): the provider's limits per batch, polling, the completion window
+    "batch_max_requests": (lambda v: _int(v) and v >= 1, "an integer >= 1 (requests per batch; OpenAI: 50000)"),
+    "batch_max_bytes": (lambda v: _int(v) and v >= 1024,
+                        "an integer >= 1024 (bytes per batch input file; OpenAI: 209715200)"),
+    "batch_poll_s": (lambda v: _num(v) and v > 0, "a number > 0 (seconds between status checks)"),
+    "batch_completion_window": (lambda v: isinstance(v, str) and bool(v), "the provider's window, e.g. 24h"),
+    "batch_max_rounds": (lambda v: _int(v) and v >= 1,
+                         "an integer >= 1 (submissions of a request whose batch expired unanswered)"),
 }
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _num(v: Any) -> bool:
@@ -161,6 +173,32 @@ def retry_after_s(headers: Any) -> float | None:
         return None
 
 
+def chat_params(ref, req: BackendRequest, seed: int | None, merged: bool = False) -> dict[str, Any]:
+    """The chat-completions parameters of one sample of ``req``: the openai client's keyword
+    arguments (``extra_body`` apart), or with ``merged`` the request body itself, ``extra_body``
+    merged in (what a Batch API input line carries, so that a batch asks exactly what a live call asks)."""
+    opts = ref.options or {}
+    s = req.sampling
+    p: dict[str, Any] = dict(model=ref.model, messages=req.messages, temperature=s.temperature,
+                             top_p=s.top_p, max_tokens=s.max_tokens, n=1)
+    if s.stop:
+        p["stop"] = list(s.stop)
+    if seed is not None:
+        p["seed"] = seed
+    if req.json_schema is not None:
+        if str(opts.get("json_format", "json_schema")) == "json_object":
+            p["response_format"] = {"type": "json_object", "schema": req.json_schema}
+        else:
+            p["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": req.json_schema}}
+    extra = dict(opts.get("extra_body") or {})
+    if extra:
+        if merged:
+            p.update(extra)
+        else:
+            p["extra_body"] = extra
+    return p
+
+
 class OpenAIBackend:
     name = "openai"
 
@@ -194,22 +232,7 @@ class OpenAIBackend:
     # -- one request ------------------------------------------------------------------------------
 
     def _params(self, req: BackendRequest, seed: int | None) -> dict[str, Any]:
-        s = req.sampling
-        p: dict[str, Any] = dict(model=self.ref.model, messages=req.messages, temperature=s.temperature,
-                                 top_p=s.top_p, max_tokens=s.max_tokens, n=1)
-        if s.stop:
-            p["stop"] = list(s.stop)
-        if seed is not None:
-            p["seed"] = seed
-        if req.json_schema is not None:
-            if self.json_format == "json_object":
-                p["response_format"] = {"type": "json_object", "schema": req.json_schema}
-            else:
-                p["response_format"] = {"type": "json_schema",
-                                        "json_schema": {"name": "output", "schema": req.json_schema}}
-        if self.extra_body:
-            p["extra_body"] = self.extra_body
-        return p
+        return chat_params(self.ref, req, seed)
 
     def _classify(self, exc: BaseException) -> tuple[bool, float | None, str]:
         """(retryable, server-requested wait, one-line description)."""
