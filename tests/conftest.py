@@ -64,3 +64,23 @@ def shared_eval() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent: the real evaluation sets live in ../shared/eval/")
     return path
+
+
+def serve_llama(ref, log_dir):
+    """A generator (for a module fixture) yielding the URL of a managed llama-server for ``ref``,
+    started by speed's own manager (with the repack probe's safe setting); skips without the binary."""
+    from speed.errors import SpeedError
+    from speed.llm import llama_server as ls
+    from speed.llm.backends.llamacpp_server_backend import server_spec
+
+    try:
+        spec, _ = server_spec(ref)
+    except SpeedError as exc:
+        pytest.skip(str(exc))
+    ls.set_log_dir(log_dir)
+    srv = ls.acquire(spec)
+    try:
+        yield srv.url
+    finally:
+        ls.release(srv)
+        ls.set_log_dir(None)

@@ -14,14 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
 from batch_server import BatchServer
-from conftest import ROOT, run_cli, wait_for
-from speed.errors import SpeedError
+from conftest import ROOT, run_cli, serve_llama, wait_for
 from speed.llm.ledger import iter_ledger
 from speed.runtime.config import ModelRef
 from speed.stages import artifact_path
@@ -32,20 +30,8 @@ TEACHER = "qwen2.5-coder-0.5b-instruct"
 @pytest.fixture(scope="module")
 def teacher_server(tmp_path_factory):
     """The smoke teacher on one llama-server slot without prompt cache (answers depend on the request alone)."""
-    from speed.llm import llama_server as ls
-    from speed.llm.backends.llamacpp_server_backend import server_spec
-
-    try:
-        spec, _ = server_spec(ModelRef(backend="llamacpp", model=TEACHER, n_threads=2, n_ctx=4096, slots=1))
-    except SpeedError as exc:
-        pytest.skip(str(exc))
-    ls.set_log_dir(tmp_path_factory.mktemp("teacher-server"))
-    srv = ls.acquire(spec)
-    try:
-        yield srv.url
-    finally:
-        ls.release(srv)
-        ls.set_log_dir(None)
+    yield from serve_llama(ModelRef(backend="llamacpp", model=TEACHER, n_threads=2, n_ctx=4096, slots=1),
+                           tmp_path_factory.mktemp("teacher-server"))
 
 
 def _config(tmp_path, url: str, batch: bool, name: str) -> str:

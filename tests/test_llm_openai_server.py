@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from conftest import serve_llama
+
 from speed.runtime.config import ModelRef
-from speed.errors import SpeedError
 from speed.llm import LLMClient, Ledger, Request, RequestCache, SamplingParams
 from speed.llm.ledger import iter_ledger, summarize, totals
 from speed.prompts import example_schema, parse_example
@@ -23,21 +24,8 @@ from speed.prompts import example_schema, parse_example
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    from speed.llm import llama_server as ls
-    from speed.llm.backends.llamacpp_server_backend import server_spec
-
-    try:
-        spec, _ = server_spec(ModelRef(backend="llamacpp", model="smollm2-135m-instruct", n_threads=2, slots=2,
-                                       n_ctx=2048))
-    except SpeedError as exc:
-        pytest.skip(str(exc))
-    ls.set_log_dir(tmp_path_factory.mktemp("server"))
-    srv = ls.acquire(spec)
-    try:
-        yield srv.url
-    finally:
-        ls.release(srv)
-        ls.set_log_dir(None)
+    yield from serve_llama(ModelRef(backend="llamacpp", model="smollm2-135m-instruct", n_threads=2, slots=2, n_ctx=2048),
+                           tmp_path_factory.mktemp("server"))
 
 
 @pytest.fixture
