@@ -236,3 +236,28 @@ def test_dry_run_shows_the_batch_price_next_to_the_live_price(tmp_path):
                    "--set", "models.teacher.backend=openai", "--set", "models.teacher.model=gpt-4o",
                    "--set", "models.teacher.base_url=http://127.0.0.1:9/v1", "--set", "models.teacher.batch=true")
     assert "USD live" in text.stdout and "USD batch" in text.stdout and "(batch)" in text.stdout
+
+
+def test_speed_run_with_a_refused_batch_exits_2_with_one_line_and_resumes(tmp_path):
+    import yaml
+
+    from conftest import ROOT, run_cli
+    from fake_openai import brainstorm_answer
+
+    with FakeOpenAI(brainstorm_answer) as model, BatchServer(model.url, quota=True) as server:
+        cfg = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+        cfg["models"]["teacher"] = {"backend": "openai", "model": "fake", "base_url": server.url, "max_retries": 0,
+                                    "batch": True, "options": {"batch_poll_s": 0.05}}
+        path = tmp_path / "b.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        args = ("run", str(path), "--run-dir", str(tmp_path / "run"), "--until", "brainstorm")
+        p = run_cli(*args)
+        lines = [x for x in p.stderr.splitlines() if x.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and "HTTP 429" in lines[0] and "quota" in lines[0], p.stderr
+        assert server.created == []
+        server.quota = False
+        p = run_cli(*args)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert len(server.created) == 1 and "submitted batch" in p.stdout
+        rows = list(iter_ledger(tmp_path / "run" / "ledger.jsonl"))
+        assert rows and all(r["batch"] == server.created[0]["id"] for r in rows)
