@@ -29,6 +29,27 @@ CREATE TABLE IF NOT EXISTS completions (
 """
 
 
+def _wal(conn: sqlite3.Connection) -> None:
+    """WAL mode, set once per file (it persists): switching needs a lock that SQLite may refuse at
+    once, without its busy handler, while other processes open the same new file."""
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _locked_retry(step, timeout_s: float = 60.0):
+    """``step()``, tried again for up to ``timeout_s`` while SQLite says the database is locked or busy."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if not any(w in str(exc).lower() for w in ("locked", "busy")) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(0.5, delay * 2)
+
+
 class RequestCache:
     """``get_many(keys) -> {key: dict}``, ``put_many([(key, model, dict)])``; safe across threads."""
 
@@ -38,14 +59,15 @@ class RequestCache:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._conn().execute(_SCHEMA)
+        conn = self._conn()
+        _locked_retry(lambda: conn.execute(_SCHEMA))
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=60000")  # before anything that may wait on another process
-            conn.execute("PRAGMA journal_mode=WAL")
+            _locked_retry(lambda: _wal(conn))
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._lock:
