@@ -32,6 +32,9 @@ from .stage_attempt import StageAttempt
 
 Overwrite = Literal["never", "only-missing", "always"]
 STAGE_FORMAT = 1  # bump to invalidate every stage's hash when record formats change
+# model keys added after STAGE_FORMAT 1, with the default that behaves as before they existed: a run
+# directory written before a key existed must keep its hashes, so the key is hashed only when set
+ADDED_MODEL_KEYS = {"batch": False}
 
 
 def default_run_dir(config: SpeedConfig) -> Path:
@@ -52,9 +55,14 @@ def select_stages(from_stage: str | None, until: str | None) -> list[str]:
 
 
 def config_hash(config: SpeedConfig, name: str) -> str:
-    models = {role: to_dict(config.models[role]) for role in declaration(name).roles if role in config.models}
+    models = {role: _hashed_model(to_dict(config.models[role]))
+              for role in declaration(name).roles if role in config.models}
     return stable_hash({"format": STAGE_FORMAT, "stage": name, "config": to_dict(config.stage(name)),
                         "models": models, "seed": config.run.seed})
+
+
+def _hashed_model(model: dict) -> dict:
+    return {k: v for k, v in model.items() if not (k in ADDED_MODEL_KEYS and v == ADDED_MODEL_KEYS[k])}
 
 
 def input_hash(manifest: dict, name: str) -> str:
