@@ -132,9 +132,22 @@ def test_study_end_to_end_resumes_and_renders(tmp_path, scripted_models, capsys)
     capsys.readouterr()
     assert main(["study", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert "training on" not in out and "generated before" in out
+    assert "training on" not in out and "the SPEED run is not needed again" in out
     assert _fresh_calls(work / "ledger.jsonl") == ledger_calls
     assert (raw / "downstream.json").read_text() == stamp
+
+    # a fresh clone holds the committed results only (no run dir, no cache): it goes on from them, the
+    # SPEED run is not redone and no model is asked or trained again
+    kept = tmp_path / "kept-work"
+    shutil.copytree(work, kept)
+    shutil.rmtree(work)
+    assert main(["study", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "the SPEED run is not needed again" in out and "training on" not in out
+    assert not (work / "run").exists() and not (work / "ledger.jsonl").exists()
+    assert (raw / "downstream.json").read_text() == stamp
+    shutil.rmtree(work)
+    shutil.move(kept, work)
 
     # anyone can retrain and re-evaluate on the committed data alone: no model call, the same scores
     again = tmp_path / "again"

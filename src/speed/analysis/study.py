@@ -19,7 +19,9 @@ kept, so a rerun after a kill pays nothing twice):
    counts: ``target``, and the largest count every variant reached when one fell short), evaluated
    on ``eval_tasks`` with per-item scores kept for paired bootstrap intervals.
 6. ``scaling``: the best SPEED variant at five nested sizes.
-7. ``cost``: teacher calls and tokens of the SPEED run and of teacher-direct generation.
+7. ``cost``: teacher calls and tokens of the SPEED run and of teacher-direct generation (run right after
+   ``judge``: with ``raw/generation.json`` it closes the generating half; a rerun, or a fresh clone holding
+   only the committed ``results_dir``, then goes on with the embedders without the SPEED run's files).
 8. ``filters`` (with ``study.filters``; issue 17): ``filters_variant``'s final examples through each named
    set of export filter keys (``speed.synth.filters``, the export's own code; teacher scores by the score
    stage's rubric when a row uses ``min_score``); each row's held-out in-batch MRR (a split of that variant's
@@ -56,6 +58,7 @@ class Study:
         self.raw = self.results / "raw"
         self.run_dir = Path(default_run_dir(config))
         self._embedder = None
+        self.generation_key = self._generation_key()  # before any step (the pipeline fills in the config)
         files = []
         if from_data is not None:  # another study's committed data: copied in, so that these results stand alone
             src = Path(from_data)
@@ -107,7 +110,10 @@ class Study:
     def run(self) -> dict:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._provenance(started)
-        if not self.from_data:
+        if not self.from_data and self._generated_before():
+            self.log(f"[study] generation, judge and cost done before ({self.raw / 'generation.json'}, data in "
+                     f"{self.results / 'data'}): the SPEED run is not needed again")
+        elif not self.from_data:
             with self.step("1 speed-run"):
                 from ..runtime.pipeline import Pipeline
 
@@ -124,6 +130,9 @@ class Study:
             with self.step("3 judge"):
                 self._judge()
             self._fixes()
+            with self.step("7 cost"):
+                self._cost()
+            self.write("generation", {"key": self.generation_key, "complete": True, "variants": list(self.sc.variants)})
         data = self._load_data()
         with self.step("4 select"):
             chosen = self._select(data)
@@ -131,9 +140,6 @@ class Study:
             self._downstream(data, chosen)
         with self.step("6 scaling"):
             self._scaling(data, chosen)
-        if not self.from_data:
-            with self.step("7 cost"):
-                self._cost()
         if self.sc.filters:
             with self.step("8 filters"):
                 self._filters(data, chosen)
@@ -141,6 +147,23 @@ class Study:
         from .study_tables import render
 
         return render(self.results)
+
+    def _generation_key(self) -> str:
+        """What steps 1-3 and 7 depend on: the whole config but the study's embedder-side keys."""
+        from ..io import stable_hash
+
+        cfg = self.config.to_dict()
+        keep = ("target", "max_prompts", "chunk", "prompt_seed", "variants", "judge_sample", "judge_max_tokens", "seed")
+        cfg["study"] = {k: v for k, v in (cfg.get("study") or {}).items() if k in keep}
+        cfg.pop("source", None)
+        return stable_hash(cfg)
+
+    def _generated_before(self) -> bool:
+        """Steps 1-3 and 7 are settled by the committed results alone (``raw/generation.json`` for this config,
+        every variant's data file): a fresh clone continues with the embedders without the SPEED run's files."""
+        gen = self.read("generation", {})
+        return (gen.get("complete") is True and gen.get("key") == self.generation_key
+                and all((self.results / "data" / f"{_safe(v)}.parquet").is_file() for v in self.sc.variants))
 
     def _provenance(self, started: str, finished: str | None = None) -> None:
         import platform
