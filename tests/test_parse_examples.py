@@ -225,6 +225,31 @@ def test_revision_outputs():
     assert parse_revision("retrieval", "nothing").reason == "no_json"
 
 
+def test_revision_with_the_example_unescaped_inside_its_string():
+    """Qwen2.5-Coder-0.5B as the study's teacher wrote 17 of 56 revisions with the example unescaped inside the
+    revision string (the outer JSON then breaks): read by the keys' positions, as these real answers."""
+    text = ('{\n  "reason": "The output does not address the task described in the prompt.",\n  "revision": "{\n'
+            '    "S1": "The use of computers and internet in the past",\n    "S2": "The development of technology '
+            'and internet in the present",\n    "S3": "The use of technology in the future"\n  }"\n}')
+    r = parse_revision("sts", text)
+    assert r.ok and "revision_by_key_position" in r.repairs
+    assert r.value["reason"] == "The output does not address the task described in the prompt."
+    assert r.value["revision"]["S2"] == "The development of technology and internet in the present"
+    fenced = ('```json\n{\n  "reason": "Accurate.",\n  "revision": \'{"user_query": "What are side effects?", '
+              '"positive_document": "Nausea and headache are common.", "hard_negative_document": "Leaflets are '
+              'printed on paper."}\'\n}\n```')
+    r = parse_revision("retrieval", fenced)
+    assert r.ok and r.value["revision"]["user_query"] == "What are side effects?"
+    # one level down: {"revision": {"example": {...}}}
+    ex = GOOD["classification"]
+    r = parse_revision("classification", json.dumps({"reason": "x", "revision": {"example": ex}}))
+    assert r.ok and r.value["revision"] == ex and "revision_unwrapped" in r.repairs
+    # a revision that is prose or empty stays a rejection, with its raw text
+    r = parse_revision("sts", '{\n  "reason": "Incomplete.",\n  "revision": "{}"\n}')
+    assert not r.ok and r.reason == "bad_revision" and r.raw.startswith("{")
+    assert parse_revision("sts", '{"reason": "x", "revision": "{ "S1": "a" }"').reason == "bad_revision"
+
+
 def test_duplicate_keys_of_a_looping_model():
     """A looping model writes its keys again: the first value of each key is the example (seen in a demo run:
     28 of 64 rejected SmolLM2 samples were such loops)."""

@@ -325,6 +325,25 @@ def parse_judge(text: str, n_candidates: int) -> Parsed:
         return _reject(raw, "invalid_json", f"parser error: {type(exc).__name__}", [])
 
 
+_REASON_AT = re.compile(r'"reason"\s*:\s*"')
+_REVISION_AT = re.compile(r'"revision"\s*:\s*[\'"]?\s*(?=\{)')
+
+
+def _split_revision(text: str) -> dict[str, str] | None:
+    """``reason`` and ``revision`` read by where their keys stand, for an answer whose outer JSON is broken by
+    the example written unescaped inside the revision string (``"revision": "{ "S1": "..." }"``: 17 of 56
+    revisions by Qwen2.5-Coder-0.5B in the study). The revision is the text from its first ``{``; the
+    example parser then takes the first complete object there."""
+    if not isinstance(text, str):
+        return None
+    rev = list(_REVISION_AT.finditer(text))
+    why = _REASON_AT.search(text)
+    if not rev or not why or why.end() > rev[-1].start():
+        return None
+    reason = text[why.end():rev[-1].start()].rstrip().rstrip(",").rstrip().rstrip('"')
+    return {"reason": reason, "revision": text[rev[-1].end():]}
+
+
 def parse_revision(kind: str, text: str, attributes: dict[str, Any] | None = None) -> Parsed:
     """{reason, revision}; the revision (a dict or a JSON string) is validated as a ``kind`` example.
 
@@ -334,13 +353,20 @@ def parse_revision(kind: str, text: str, attributes: dict[str, Any] | None = Non
     try:
         val, repairs, rejected = _object_with_keys(text, raw, ("reason", "revision"))
         if rejected is not None:
-            return rejected
+            val = _split_revision(text) if rejected.reason in ("missing_key", "invalid_json") else None
+            if val is None:
+                return rejected
+            repairs = [*repairs, "revision_by_key_position"]
+        rev = val["revision"]
+        if isinstance(rev, dict) and len(rev) == 1 and isinstance(next(iter(rev.values())), dict):
+            rev = next(iter(rev.values()))  # {"example": {...}}: the example one level down
+            repairs.append("revision_unwrapped")
+            val = {**val, "revision": rev}
         dropped = sorted(str(k) for k in val if k not in ("reason", "revision"))
         why = val["reason"]
         if not isinstance(why, str):
             why = json.dumps(why, ensure_ascii=False)  # a per-criterion dict is fine as a reason
             repairs.append("reason_to_string")
-        rev = val["revision"]
         if isinstance(rev, str):
             inner = parse_example(kind, rev, attributes)
         else:
