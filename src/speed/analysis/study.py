@@ -132,7 +132,7 @@ class Study:
             self._fixes()
             with self.step("7 cost"):
                 self._cost()
-            self.write("generation", {"key": self.generation_key, "complete": True, "variants": list(self.sc.variants)})
+            self.write("generation", {"key": self.generation_key, "complete": True})
         data = self._load_data()
         with self.step("4 select"):
             chosen = self._select(data)
