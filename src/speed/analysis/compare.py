@@ -181,13 +181,15 @@ def _mean(vals):
 
 def metrics(rows: Sequence[dict], embedder=None, settings: CompareSettings | None = None) -> dict:
     """Per kind (and ``all``): the comparison's signals over one variant's rows."""
+    from ..synth.filters import FilterSettings
     from ..synth.quality import length_adherence, similarity_signals
 
     settings = settings or CompareSettings()
     signals = {}
     valid = [r for r in rows if r["valid"]]
     if embedder is not None and valid:
-        sig = similarity_signals([_example(r) for r in valid], embedder, fn_margin=settings.fn_margin)
+        sig = similarity_signals([_example(r) for r in valid], embedder,
+                                 fn_rule=FilterSettings(false_negative_margin=settings.fn_margin))
         signals = {id(r): s for r, s in zip(valid, sig)}
     out = {}
     kinds = sorted({r["kind"] for r in rows})

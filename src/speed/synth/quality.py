@@ -1,8 +1,9 @@
 """Cheap quality signals for synthetic examples (no training needed).
 
 Per example: length adherence to the requested attributes (from parsing) and, with a reference
-embedder, cos(query, positive), cos(query, negative) and their margin. A negative at least as
-similar to the query as the positive (margin <= ``fn_margin``) is a likely false negative.
+embedder, cos(query, positive), cos(query, negative) and their margin. Whether the negative is a likely
+false negative is decided by the export filters' rule (``filters.is_false_negative``; by default the margin
+rule: a negative at least as similar to the query as the positive).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+from .filters import FilterSettings, is_false_negative
 from .records import Example
 
 
@@ -29,11 +31,13 @@ def length_adherence(e: Example) -> bool | None:
     return all(flags) if flags else None
 
 
-def similarity_signals(examples: Sequence[Example], model, batch_size: int = 64, fn_margin: float = 0.0,
-                       show_progress: bool = False) -> list[dict]:
-    """cos(query, positive), cos(query, negative) (None without a negative), margin, false_negative."""
+def similarity_signals(examples: Sequence[Example], model, batch_size: int = 64,
+                       fn_rule: FilterSettings | None = None, show_progress: bool = False) -> list[dict]:
+    """cos(query, positive), cos(query, negative) (None without a negative), margin, false_negative (by
+    ``fn_rule``'s false-negative rule; the filters' defaults when None)."""
     import numpy as np
 
+    fn_rule = fn_rule or FilterSettings()
     texts: dict[str, int] = {}
     for e in examples:
         for t in (e.query, e.positive, e.negative):
@@ -51,6 +55,6 @@ def similarity_signals(examples: Sequence[Example], model, batch_size: int = 64,
         sn = float(q @ emb[texts[e.negative]]) if q is not None and e.negative else None
         margin = None if sp is None or sn is None else sp - sn
         out.append({"sim_pos": sp, "sim_neg": sn, "margin": margin,
-                    "false_negative": None if margin is None else margin <= fn_margin,
+                    "false_negative": is_false_negative(sp, sn, fn_rule),
                     "length_ok": length_adherence(e)})
     return out
