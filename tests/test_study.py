@@ -307,3 +307,18 @@ def test_study_filter_rows_at_equal_counts(tmp_path, scripted_models):
     cfg["study"]["filters"]["bad"] = {"round_trip_k": 0}
     cfg_path.write_text(yaml.safe_dump(cfg))
     assert main(["study", str(cfg_path)]) == 2
+
+
+def test_ablation_comparisons_at_the_target_and_at_equal_counts():
+    from speed.analysis.study import ablation_comparisons
+
+    # everyone reached the target: one comparison
+    assert list(ablation_comparisons({"base": 300, "junior": 300}, 300).values()) == [{"base": 300, "junior": 300}]
+    # the base fell far short: all at its count, and the others again at the most they all reached
+    comps = ablation_comparisons({"base": 30, "junior": 207, "senior": 250, "teacher-direct": 300}, 300)
+    assert list(comps.values()) == [{"base": 30, "junior": 207, "senior": 250, "teacher-direct": 300},
+                                    {"base": 30, "junior": 30, "senior": 30, "teacher-direct": 30},
+                                    {"junior": 207, "senior": 207, "teacher-direct": 207}]
+    assert "without base" in list(comps)[2]
+    # only the base fell short: the others are equal at the target already
+    assert len(ablation_comparisons({"base": 30, "junior": 300, "senior": 300}, 300)) == 2

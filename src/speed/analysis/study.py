@@ -488,15 +488,8 @@ class Study:
         return chosen
 
     def _downstream(self, data, chosen) -> None:
-        """Per embedder: untrained, and every variant at ``target`` examples (a variant short of it: all it
-        has); when one fell short, every variant again at the largest count all of them reached."""
-        counts = {name: len(rows) for name, rows in data.items()}
-        comparisons = {f"target: {self.sc.target} examples per variant":
-                       {v: min(self.sc.target, c) for v, c in counts.items() if c > 0}}
-        common = min(counts.values())
-        if 0 < common < self.sc.target:
-            comparisons[f"equal counts: {common} examples per variant (the most every variant reached)"] = \
-                {v: common for v in counts}
+        """Per embedder: untrained, and every variant in each of ``ablation_comparisons``."""
+        comparisons = ablation_comparisons({name: len(rows) for name, rows in data.items()}, self.sc.target)
         self.write("ablation", {"target": self.sc.target, "embedders": list(self.sc.embedders),
                                 "comparisons": comparisons})
         for emb in self.sc.embedders:
@@ -705,6 +698,25 @@ class Study:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+def ablation_comparisons(counts: dict[str, int], target: int) -> dict[str, dict[str, int]]:
+    """The downstream comparisons: title -> {variant: examples}. Every variant at ``target`` (a variant short
+    of it: all it has); when one fell short, every variant at the most they all reached; and, when the
+    others all reached more than the variant that fell shortest (the untrained base, typically) but not the
+    target, those others again at the most they all reached."""
+    comparisons = {f"target: {target} examples per variant": {v: min(target, c) for v, c in counts.items() if c > 0}}
+    common = min(counts.values()) if counts else 0
+    if 0 < common < target:
+        comparisons[f"equal counts: {common} examples per variant (the most every variant reached)"] = \
+            {v: common for v in counts}
+        weakest = min(counts, key=lambda v: (counts[v], v))
+        rest = {v: c for v, c in counts.items() if v != weakest}
+        common2 = min(rest.values()) if len(rest) >= 2 else 0
+        if common < common2 < target:
+            comparisons[f"equal counts without {weakest}: {common2} examples per variant (the most every "
+                        f"other variant reached)"] = {v: common2 for v in rest}
+    return comparisons
+
+
 def _export_rows(rows: list[dict]) -> list[dict]:
     """Filtered rows as the trainer reads them (the export's columns, a mined negative included)."""
     return [{k: r.get(k) for k in ("id", "kind", "task", "query", "positive", "negative", "mined_negative")}
