@@ -160,6 +160,19 @@ def test_study_end_to_end_resumes_and_renders(tmp_path, scripted_models, capsys)
     assert not (again / "work" / "ledger.jsonl").exists() and _fresh_calls(work / "ledger.jsonl") == ledger_calls
     assert (again / "ablation.md").is_file() and not (again / "signals.md").exists()
 
+    # the data was judged with another rubric prompt: the judge is asked again, nothing else (here the prompt
+    # is the same, so its answers come from the cache: nothing paid)
+    old = json.loads((raw / "judge.json").read_text())
+    assert old["prompt"] and old["base"]
+    (raw / "judge.json").write_text(json.dumps({**old, "prompt": "an older prompt"}))
+    capsys.readouterr()
+    assert main(["study", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "training on" not in out and "judge base" in out
+    assert _fresh_calls(work / "ledger.jsonl") == ledger_calls
+    assert json.loads((raw / "judge.json").read_text()) == old
+    assert (raw / "downstream.json").read_text() == stamp
+
     # tables only: the same files again
     before = {p.name: p.read_text() for p in results.glob("*.md")} | {"ablation.csv": (results / "ablation.csv").read_text()}
     assert main(["study", str(cfg), "--tables-only"]) == 0

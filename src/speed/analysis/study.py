@@ -133,6 +133,11 @@ class Study:
             with self.step("7 cost"):
                 self._cost()
             self.write("generation", {"key": self.generation_key, "complete": True})
+        if self._judge_outdated():  # the rubric prompt changed since the data was judged: judge it again
+            with self.step("3 judge"):
+                self._judge()
+            if (self.run_dir / "ledger.jsonl").is_file():  # the cost account counts the judge's calls
+                self._cost()
         data = self._load_data()
         with self.step("4 select"):
             chosen = self._select(data)
@@ -441,6 +446,8 @@ class Study:
             return
         data = self._load_data()
         done = self.read("judge", {})
+        if done.get("prompt") != _rubric_prompt_id():
+            done = {"prompt": _rubric_prompt_id()}
         for name, rows in data.items():
             if name in done:
                 continue
@@ -448,6 +455,10 @@ class Study:
             done[name] = self._rubric(sample, RUBRIC_KEYS, self.sc.judge_max_tokens, f"study:judge:{name}",
                                       f"judge {name}")
             self.write("judge", done)
+
+    def _judge_outdated(self) -> bool:
+        judge = self.read("judge")
+        return self.sc.judge_sample > 0 and judge is not None and judge.get("prompt") != _rubric_prompt_id()
 
     # -- 4-6: embedders ---------------------------------------------------------------------------------------
     def _train_config(self, name: str, extra: dict | None = None):
@@ -715,6 +726,14 @@ def ablation_comparisons(counts: dict[str, int], target: int) -> dict[str, dict[
             comparisons[f"equal counts without {weakest}: {common2} examples per variant (the most every "
                         f"other variant reached)"] = {v: common2 for v in rest}
     return comparisons
+
+
+def _rubric_prompt_id() -> str:
+    """The rubric prompt's identity (its text for a fixed example): judged samples are kept while it holds."""
+    from ..io import stable_hash
+    from ..prompts.rubric import RUBRIC_KEYS, rubric_messages
+
+    return stable_hash(rubric_messages("kind", "task", "query", "positive", "negative", keys=RUBRIC_KEYS))[:16]
 
 
 def _export_rows(rows: list[dict]) -> list[dict]:
