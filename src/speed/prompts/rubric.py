@@ -8,7 +8,7 @@ RUBRIC_KEYS = ("query_realism", "positive_relevance", "negative_hardness")
 SCORE_KEYS = RUBRIC_KEYS + ("validity",)
 # each criterion as a 1-5 scale with its ends described: phrased as yes/no questions ("does the positive truly
 # match the query?"), the study's 0.5B teacher answered 1 or true for every criterion of every example, real and
-# shuffled positives alike (docs/results/fixes.md)
+# shuffled positives alike (README, "Is the data any good?"; with this wording it parses, but still rates alike)
 CRITERIA = {
     "query_realism": "1 = not something a real user or system would write for this task (nonsense, an "
                      "instruction, a copy of the document); 3 = plausible but odd; 5 = exactly what a real user "
