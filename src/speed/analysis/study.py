@@ -287,7 +287,6 @@ class Study:
         earlier valid row (the ``dedup`` stage's MinHash and settings), and not a likely false negative of a
         kind the export drops them for."""
         from ..synth.dedup import dedup
-        from ..synth.filters import is_false_negative
         from ..synth.quality import similarity_signals
         from .compare import _example
 
@@ -300,10 +299,8 @@ class Study:
                         shingle=d.shingle, shingle_size=d.shingle_size, bands=d.bands, rows=d.rows, exact=d.exact,
                         near=d.near, seed=self.config.run.seed)
             dup = {x.index: f"duplicate_{x.reason}" for x in res.duplicates}
-        sig = similarity_signals(examples, self.reference_embedder()) if valid else []
         export = self.config.stage("export")
-        for s in sig:
-            s["false_negative"] = is_false_negative(s["sim_pos"], s["sim_neg"], export)
+        sig = similarity_signals(examples, self.reference_embedder(), fn_rule=export) if valid else []
         for r in rows:
             r.update(final=False, drop_reason=None if r["valid"] else r["reason"], sim_pos=None, sim_neg=None,
                      margin=None, false_negative=None)
